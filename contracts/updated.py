@@ -1,0 +1,52 @@
+"""`customer.updated`: the worker's output, one CloudEvent per published record version."""
+
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.record import Customer
+
+UPDATED_TYPE: Final = "customer.updated"
+ERASED_TYPE: Final = "customer.erased"
+WORKER_SOURCE: Final = "customer-worker"
+
+
+class EventCause(BaseModel):
+    """The input event whose application produced this version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    source: str
+    type: str
+
+
+class CustomerUpdatedData(BaseModel):
+    """The record as of `version`, with the dotted paths that changed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer: Customer
+    version: int = Field(ge=1, description="Strictly increasing per customer.")
+    changed: list[str] = Field(description="Dotted paths of the fields that changed.")
+    cause: EventCause
+
+
+class CustomerUpdated(BaseModel):
+    """Published on `customer.updated`, keyed by customer id; keep the highest version.
+
+    An erasure is published instead as a tombstone: null value, headers
+    `ce_type: customer.erased` and `version`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(description="`<customer_id>:<version>`.")
+    source: Literal["customer-worker"] = WORKER_SOURCE
+    type: Literal["customer.updated"] = UPDATED_TYPE
+    time: datetime
+    subject: str = Field(description="The customer id.")
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: CustomerUpdatedData

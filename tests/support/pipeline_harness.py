@@ -1,0 +1,87 @@
+"""Drives the real batch pipeline and Redis store without Kafka: records in, messages out."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from worker.health import Health
+from worker.intake import Intake
+from worker.messages import OutMessage
+from worker.pipeline import BatchPipeline
+from worker.retry import Retrier
+from worker.settings import Topics
+from worker.store.customer_store import CustomerStore
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """An input record as the consumer would hand it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class RecordingPublisher:
+    """Keeps what the pipeline publishes."""
+
+    messages: list[OutMessage] = field(default_factory=list)
+
+    async def publish_all(self, messages: Sequence[OutMessage]) -> None:
+        self.messages.extend(messages)
+
+    def updates(self) -> dict[str, list[OutMessage]]:
+        by_customer: dict[str, list[OutMessage]] = {}
+        for message in self.messages:
+            if message.topic == Topics().customer_updated and message.key is not None:
+                by_customer.setdefault(message.key.decode(), []).append(message)
+        return by_customer
+
+
+def topic_of(event: dict[str, Any]) -> str:
+    """The default input topic of an event type."""
+    from contracts.events import TOPIC_OF_TYPE
+
+    return TOPIC_OF_TYPE[event["type"]]
+
+
+class Harness:
+    """A pipeline over a real Redis under its own key prefix."""
+
+    def __init__(self, redis: "Redis", key_prefix: str, every_change: bool = False) -> None:
+        topics = Topics()
+        self.store = CustomerStore(redis, key_prefix, max_markers=1000, every_change=every_change)
+        self.publisher = RecordingPublisher()
+        self.pipeline = BatchPipeline(
+            intake=Intake(topics.inputs),
+            store=self.store,
+            publisher=self.publisher,  # type: ignore[arg-type]
+            topics=topics,
+            retrier=Retrier(Health(), 0.01, 0.1),
+        )
+        self._offset = 0
+
+    async def deliver(
+        self, batch: Sequence[dict[str, Any] | bytes], topic: str | None = None
+    ) -> None:
+        """One batch of events (dicts are encoded, bytes sent as they are)."""
+        records = []
+        for item in batch:
+            self._offset += 1
+            if isinstance(item, bytes):
+                value, key, where = item, None, topic or "customer.commands"
+            else:
+                value, key, where = (
+                    json.dumps(item).encode(),
+                    item["subject"].encode(),
+                    topic_of(item),
+                )
+            records.append(FakeRecord(where, 0, self._offset, key, value))
+        await self.pipeline.process(records)

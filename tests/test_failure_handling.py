@@ -1,0 +1,114 @@
+"""Failures that are not bad input: retried with backoff, never dead-lettered, never lost."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaTimeoutError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from tests.support.bus import Bus
+from tests.support.events import at, event
+from tests.support.pipeline_harness import Harness
+from worker.messages import OutMessage
+from worker.pipeline import BatchPipeline
+from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
+
+
+async def test_redis_unavailable_is_retried_and_never_dead_lettered(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    harness = Harness(redis, scratch_prefix)
+    real_apply = harness.store.apply
+    failures = {"left": 3}
+    readiness: list[bool] = []
+
+    async def flaky_apply(batches: Sequence[CustomerBatch]) -> list[Outcome | ResponseError]:
+        readiness.append("redis" in harness.pipeline._retrier._health.failing)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RedisConnectionError("connection refused")
+        return await real_apply(batches)
+
+    harness.store.apply = flaky_apply  # type: ignore[method-assign]
+    await harness.deliver([event("loyalty.points.added", "c1", {"campaign_id": "k", "points": 5})])
+
+    assert readiness == [False, True, True, True]  # not ready while retrying
+    assert "redis" not in harness.pipeline._retrier._health.failing
+    assert not [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
+    state = await harness.store.state("c1")
+    assert state["loyalty.points"] == "5"  # applied exactly once
+
+
+async def test_kafka_publish_failure_is_retried(redis: "Redis", scratch_prefix: str) -> None:
+    harness = Harness(redis, scratch_prefix)
+    real_publish = harness.publisher.publish_all
+    failures = {"left": 2}
+
+    async def flaky_publish(messages: Sequence[OutMessage]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise KafkaTimeoutError()
+        await real_publish(messages)
+
+    harness.publisher.publish_all = flaky_publish  # type: ignore[method-assign]
+    await harness.deliver([event("customer.create", "c2", {"name": "Ann"})])
+    (update,) = harness.publisher.updates()["c2"]
+    assert dict(update.headers)["version"] == b"1"
+
+
+async def test_a_step_redis_rejects_is_isolated_and_dead_lettered(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    harness = Harness(redis, scratch_prefix)
+    real_apply = harness.store.apply
+
+    async def rejecting_apply(batches: Sequence[CustomerBatch]) -> list[Any]:
+        outcomes: list[Any] = await real_apply(
+            [b for b in batches if not any("poison" in s.marker for s in b.steps)]
+        )
+        results = []
+        for batch in batches:
+            if any("poison" in s.marker for s in batch.steps):
+                results.append(ResponseError("ERR user_script:1: simulated"))
+            else:
+                results.append(outcomes.pop(0))
+        return results
+
+    harness.store.apply = rejecting_apply  # type: ignore[method-assign]
+    await harness.deliver(
+        [
+            event("customer.create", "c3", {"name": "Before"}, time=at(1)),
+            event("customer.update", "c3", {"name": "Poisoned"}, time=at(2), id_="poison"),
+            event("customer.update", "c3", {"email": "after@x.io"}, time=at(3)),
+            event("customer.create", "c4", {"name": "Other"}, time=at(1)),
+        ]
+    )
+    dead = [m for m in harness.publisher.messages if m.topic == "customer.commands.dlq"]
+    assert len(dead) == 1
+    assert dict(dead[0].headers)["x-error-class"] == b"ProcessingError"
+    assert b"Poisoned" in (dead[0].value or b"")
+    state = await harness.store.state("c3")
+    assert state["p:name"] == '"Before"'
+    assert state["p:email"] == '"after@x.io"'
+    assert (await harness.store.state("c4"))["p:name"] == '"Other"'
+
+
+async def test_an_unexpected_error_rewinds_the_batch_instead_of_losing_it(
+    bus: Bus, worker: None, store: CustomerStore, monkeypatch: Any
+) -> None:
+    real_process = BatchPipeline.process
+    calls = {"n": 0}
+
+    async def failing_once(self: BatchPipeline, records: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug")
+        return await real_process(self, records)
+
+    monkeypatch.setattr(BatchPipeline, "process", failing_once)
+    await bus.send(event("customer.create", "c5", {"name": "Kept"}, time=at(1)))
+    await bus.wait_for(lambda: bus.updates.last_or_none("c5") is not None, what="the retried batch")
+    assert calls["n"] >= 2
+    assert await store.version("c5") == 1

@@ -1,0 +1,1 @@
+"""customer-worker: the service that owns the customer profile."""

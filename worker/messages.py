@@ -1,0 +1,87 @@
+"""The records the worker writes to Kafka: `customer.updated` events and dead letters."""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contracts.updated import ERASED_TYPE, UPDATED_TYPE, WORKER_SOURCE
+from worker.domain.clock import format_time
+from worker.domain.record import JsonDict
+from worker.intake import Rejection
+from worker.records import InputRecord
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """The input event a published version is attributed to."""
+
+    id: str
+    source: str
+    type: str
+
+
+def customer_updated(
+    topic: str,
+    customer_id: str,
+    version: int,
+    record: JsonDict | None,
+    changed: list[str],
+    cause: Cause,
+) -> OutMessage:
+    """A `customer.updated` CloudEvent, or the tombstone of an erased customer."""
+    event_id = f"{customer_id}:{version}"
+    headers: Headers = [("ce_id", event_id.encode()), ("version", str(version).encode())]
+    key = customer_id.encode()
+    if record is None:
+        return OutMessage(topic, key, None, [("ce_type", ERASED_TYPE.encode()), *headers])
+    event = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": WORKER_SOURCE,
+        "type": UPDATED_TYPE,
+        "time": format_time(datetime.now(UTC)),
+        "subject": customer_id,
+        "datacontenttype": "application/json",
+        "data": {
+            "customer": record,
+            "version": version,
+            "changed": changed,
+            "cause": {"id": cause.id, "source": cause.source, "type": cause.type},
+        },
+    }
+    value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return OutMessage(
+        topic,
+        key,
+        value,
+        [
+            ("content-type", b"application/cloudevents+json"),
+            ("ce_type", UPDATED_TYPE.encode()),
+            *headers,
+        ],
+    )
+
+
+def dead_letter(topic: str, record: InputRecord, why: Rejection) -> OutMessage:
+    """The original key, value and headers, plus where they came from and why they failed."""
+    error_headers: Headers = [
+        ("x-error-class", why.error_class.encode()),
+        ("x-error-message", why.message.encode()),
+        ("x-original-topic", record.topic.encode()),
+        ("x-original-partition", str(record.partition).encode()),
+        ("x-original-offset", str(record.offset).encode()),
+        ("x-failed-at", format_time(datetime.now(UTC)).encode()),
+    ]
+    return OutMessage(topic, record.key, record.value, [*record.headers, *error_headers])

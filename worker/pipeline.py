@@ -1,0 +1,159 @@
+"""One batch, end to end: decode, apply in Redis, publish, and say which offsets are done.
+
+Order of effects per batch (DESIGN.md §1): every event is applied (one pipelined round trip
+of per-customer atomic steps), then every `customer.updated` and dead letter is produced and
+acknowledged, and only then are the offsets returned for commit. A crash anywhere before the
+commit means redelivery; redelivered events are recognised by their dedup markers, and the
+current snapshot is published again if its version may not have been published yet.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+from redis.exceptions import ResponseError
+
+from contracts.events import AnyInputEvent
+from worker.domain.record import changed_paths, render
+from worker.domain.steps import steps_of
+from worker.intake import Intake, Rejection
+from worker.messages import Cause, OutMessage, customer_updated, dead_letter
+from worker.publisher import Publisher
+from worker.records import InputRecord
+from worker.retry import Retrier
+from worker.settings import Topics
+from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
+
+log = logging.getLogger(__name__)
+
+
+#: Published versions remembered until the customer's next step confirms them to Redis.
+#: Forgetting one only costs an unnecessary re-publish after a redelivery.
+_MAX_CONFIRMATIONS = 100_000
+
+
+@dataclass(slots=True)
+class _Work:
+    """One customer's share of a batch: its steps and the record each came from."""
+
+    batch: CustomerBatch
+    sources: list[tuple[InputRecord, AnyInputEvent]] = field(default_factory=list)
+
+
+_Applied = list[tuple[_Work, Outcome]]
+_Dead = tuple[InputRecord, Rejection]
+
+
+class BatchPipeline:
+    """Processes batches of input records; stateless apart from pending confirmations."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        store: CustomerStore,
+        publisher: Publisher,
+        topics: Topics,
+        retrier: Retrier,
+    ) -> None:
+        self._intake = intake
+        self._store = store
+        self._publisher = publisher
+        self._topics = topics
+        self._retrier = retrier
+        self._published: dict[str, int] = {}
+
+    async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
+        """Handle the batch completely; returns the offsets to commit (last + 1)."""
+        work, dead = self._plan(records)
+        outcomes, rejected = await self._retrier.run("redis", lambda: self._apply(work))
+        dead += rejected
+        messages = [
+            dead_letter(self._topics.dlq(record.topic), record, why) for record, why in dead
+        ]
+        versions: dict[str, int] = {}
+        for item, outcome in outcomes:
+            messages += self._announce(item, outcome, versions)
+        await self._retrier.run("kafka", lambda: self._publisher.publish_all(messages))
+        self._remember(versions)
+        return _next_offsets(records)
+
+    def _plan(self, records: Sequence[InputRecord]) -> tuple[list[_Work], list[_Dead]]:
+        work: dict[str, _Work] = {}
+        dead: list[_Dead] = []
+        for record in records:
+            event = self._intake.decode(record.topic, record.value)
+            if isinstance(event, Rejection):
+                dead.append((record, event))
+                continue
+            for step in steps_of(event):
+                item = work.get(step.customer_id)
+                if item is None:
+                    confirmed = self._published.pop(step.customer_id, 0)
+                    item = work[step.customer_id] = _Work(
+                        CustomerBatch(step.customer_id, confirmed_version=confirmed)
+                    )
+                item.batch.steps.append(step)
+                item.sources.append((record, event))
+        return list(work.values()), dead
+
+    async def _apply(self, work: list[_Work]) -> tuple[_Applied, list[_Dead]]:
+        """Apply all customers' steps; a customer whose call Redis rejects is isolated."""
+        results = await self._store.apply([item.batch for item in work])
+        done: _Applied = []
+        dead: list[_Dead] = []
+        for item, result in zip(work, results, strict=True):
+            if isinstance(result, ResponseError):
+                await self._isolate(item, done, dead)
+            else:
+                done.append((item, result))
+        return done, dead
+
+    async def _isolate(self, item: _Work, done: _Applied, dead: list[_Dead]) -> None:
+        """Apply a failing customer's steps one by one; dead-letter the ones Redis rejects."""
+        batch = item.batch
+        for step, source in zip(batch.steps, item.sources, strict=True):
+            single = _Work(CustomerBatch(batch.customer_id, [step], batch.confirmed_version))
+            single.sources.append(source)
+            (result,) = await self._store.apply([single.batch])
+            if isinstance(result, ResponseError):
+                log.error("step rejected by Redis, dead-lettered: %s", result)
+                dead.append((source[0], Rejection("ProcessingError", str(result))))
+            else:
+                done.append((single, result))
+
+    def _announce(
+        self, item: _Work, outcome: Outcome, versions: dict[str, int]
+    ) -> list[OutMessage]:
+        """The `customer.updated` messages of one customer's snapshots."""
+        customer_id = item.batch.customer_id
+        messages = []
+        for snapshot in outcome.snapshots:
+            event = item.sources[snapshot.cause][1]
+            before = render(customer_id, snapshot.previous_state())
+            after = render(customer_id, snapshot.state)
+            messages.append(
+                customer_updated(
+                    self._topics.customer_updated,
+                    customer_id,
+                    snapshot.version,
+                    after,
+                    changed_paths(before, after),
+                    Cause(event.id, event.source, event.type),
+                )
+            )
+            versions[customer_id] = snapshot.version
+        return messages
+
+    def _remember(self, versions: dict[str, int]) -> None:
+        self._published.update(versions)
+        while len(self._published) > _MAX_CONFIRMATIONS:
+            del self._published[next(iter(self._published))]
+
+
+def _next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        partition = TopicPartition(record.topic, record.partition)
+        offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+    return offsets

@@ -1,0 +1,85 @@
+"""Configuration from the environment (pydantic-settings); every setting has a safe default.
+
+Variables are prefixed `CW_` (nested with `__`, e.g. `CW_TOPICS__ORDER_EVENTS`). The two
+connection settings also accept the conventional `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL`,
+which is what the local stack script exports.
+"""
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseModel):
+    """Topic names; the defaults are the public contract (DESIGN.md §3)."""
+
+    customer_commands: str = "customer.commands"
+    order_events: str = "order.events"
+    redemption_events: str = "redemption.events"
+    loyalty_events: str = "loyalty.events"
+    customer_updated: str = "customer.updated"
+    dlq_suffix: str = ".dlq"
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Input topic name -> the contract topic whose event types it carries."""
+        return {
+            self.customer_commands: "customer.commands",
+            self.order_events: "order.events",
+            self.redemption_events: "redemption.events",
+            self.loyalty_events: "loyalty.events",
+        }
+
+    def dlq(self, topic: str) -> str:
+        """Dead-letter topic of an input topic."""
+        return topic + self.dlq_suffix
+
+
+class Settings(BaseSettings):
+    """Everything the worker reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CW_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("CW_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("CW_REDIS_URL", "REDIS_URL"),
+        description="redis:// or rediss:// URL of the store.",
+    )
+    group_id: str = Field(default="customer-worker", description="Kafka consumer group.")
+    topics: Topics = Field(default_factory=Topics)
+    key_prefix: str = Field(
+        default="cw",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every Redis key (no braces: the hash tag is the customer id).",
+    )
+    batch_max_records: int = Field(
+        default=2000, ge=1, description="Most records handled in one batch."
+    )
+    batch_timeout_ms: int = Field(
+        default=100, ge=1, description="Longest wait for a batch to fill."
+    )
+    publish_every_change: bool = Field(
+        default=False,
+        description=(
+            "Publish one customer.updated per applied event instead of one per customer "
+            "per batch (the latest state)."
+        ),
+    )
+    dedup_max_markers: int = Field(
+        default=1000, ge=1, description="Dedup markers kept per customer (the most recent)."
+    )
+    retry_initial_seconds: float = Field(
+        default=0.2, gt=0, description="First backoff after a transient failure."
+    )
+    retry_max_seconds: float = Field(
+        default=10.0, gt=0, description="Longest backoff between retries."
+    )
+    graceful_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="How long shutdown waits for the batch in flight."
+    )

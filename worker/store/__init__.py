@@ -1,0 +1,1 @@
+"""The Redis store of customer state: key layout and the atomic apply step."""

@@ -1,0 +1,278 @@
+--[[
+apply.lua: fold a batch of one customer's events into its stored state, atomically.
+
+Why a script and not WATCH/MULTI: the fold reads what it writes (stamps, per-order state,
+counters), and a script does the read-decide-write of every event of the batch in one round
+trip that nothing can interleave with; an optimistic compare-and-set would need a read round
+trip, a write round trip and a retry loop under contention, and cannot be pipelined across
+customers. Every key below carries the hash tag {customer_id}, so one call is one slot and
+the script runs unchanged on Redis Cluster.
+
+KEYS  1 record hash (rendered state + bookkeeping)   2 stamps hash (register -> "time|marker")
+      3 card balances hash                           4 orders hash (order id -> JSON state)
+      5 counted orders zset (score = order date)      6 contributions hash (natural key -> JSON)
+      7 dedup markers zset (marker -> version after the event was applied)
+ARGV  1 version known to be published   2 "1" = a snapshot after every applied event
+      3 max dedup markers kept          4.. one JSON event each: {m = marker, t = micros, o = ops}
+
+Returns { outcomes, snapshot... } where outcomes has one letter per event (A applied,
+U applied without visible change, I ignored as erased, D duplicate) and each snapshot is
+{ version, index of the event it is due to, {field, old value or false, ...},
+{field, value, ...} }. Snapshots are taken after every applied event when asked, else once
+at the end; an erase always gets its own, so that its tombstone is never conflated away.
+
+Numbers are kept as the decimal strings they arrive as, and formatted with %d when computed:
+Lua would otherwise print large integers in exponent form.
+]]
+
+local R, G, B, O, LO, K, D = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local NULL = cjson.null
+local COUNTED = { PAID = true, FULFILLED = true }
+
+local function fmt(n) return string.format('%d', n) end
+
+-- Byte-wise string order, immune to the server's collation locale.
+local function bytes_gt(a, b)
+  if a == b then return false end
+  for k = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, k), string.byte(b, k)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+-- Is stamp (t1, m1) later than (t2, m2)?
+local function later(t1, m1, t2, m2)
+  if t1 ~= t2 then return t1 > t2 end
+  return bytes_gt(m1, m2)
+end
+
+local function stamp_of(register)
+  local s = redis.call('HGET', G, register)
+  if not s then return nil end
+  local bar = string.find(s, '|', 1, true)
+  return tonumber(string.sub(s, 1, bar - 1)), string.sub(s, bar + 1)
+end
+
+local ev_ts, ev_t, ev_m -- the event being applied: micros as text and number, marker
+
+local function wins(register)
+  local t, m = stamp_of(register)
+  return t == nil or later(ev_t, ev_m, t, m)
+end
+
+local function take(register)
+  redis.call('HSET', G, register, ev_ts .. '|' .. ev_m)
+end
+
+-- Record writes, remembering the first old value of each field changed since the last
+-- snapshot (false = absent), so the caller can render the record before and after.
+local changed, changed_any = {}, false
+local function put(field, value)
+  local old = redis.call('HGET', R, field)
+  if value == nil then
+    if not old then return end
+    redis.call('HDEL', R, field)
+  else
+    if old == value then return end
+    redis.call('HSET', R, field, value)
+  end
+  if changed[field] == nil then changed[field] = old or false end
+  changed_any = true
+end
+
+local function add(field, delta)
+  if delta == 0 then return end
+  local old = redis.call('HGET', R, field)
+  redis.call('HSET', R, field, fmt(tonumber(old or '0') + delta))
+  if changed[field] == nil then changed[field] = old or false end
+  changed_any = true
+end
+
+local function touch()
+  local ca, ua = redis.call('HGET', R, 'ca'), redis.call('HGET', R, 'ua')
+  if not ca or ev_t < tonumber(ca) then put('ca', ev_ts) end
+  if not ua or ev_t > tonumber(ua) then put('ua', ev_ts) end
+end
+
+local ops = {}
+
+-- S field value guard: last-writer-wins register.
+ops.S = function(op)
+  local field, value, guard = op[2], op[3], op[4]
+  if guard ~= NULL then
+    local t, m = stamp_of(guard)
+    if t and not later(ev_t, ev_m, t, m) then return end
+  end
+  if not wins(field) then return end
+  take(field)
+  if value == NULL then put(field, nil) else put(field, value) end
+end
+
+-- C prefix register: clear every register under prefix that is older than this event.
+ops.C = function(op)
+  local prefix, register = op[2], op[3]
+  if not wins(register) then return end
+  take(register)
+  for _, field in ipairs(redis.call('HKEYS', R)) do
+    if string.sub(field, 1, #prefix) == prefix and wins(field) then put(field, nil) end
+  end
+end
+
+-- B register balance sum_field: last-writer-wins card balance, summed over cards.
+ops.B = function(op)
+  local register, balance, total = op[2], op[3], op[4]
+  if not wins(register) then return end
+  take(register)
+  local old = tonumber(redis.call('HGET', B, register) or '0')
+  redis.call('HSET', B, register, balance)
+  add(total, tonumber(balance) - old)
+end
+
+-- A field delta ...: counters.
+ops.A = function(op)
+  for k = 2, #op, 2 do add(op[k], tonumber(op[k + 1])) end
+end
+
+-- K key value_field value field delta ...: contribution of the earliest event per key.
+ops.K = function(op)
+  local key, value_field, value = op[2], op[3], op[4]
+  local net, deltas = {}, {}
+  local current = redis.call('HGET', K, key)
+  if current then
+    local c = cjson.decode(current)
+    if not later(tonumber(c.t), c.m, ev_t, ev_m) then return end
+    for k = 1, #c.d, 2 do net[c.d[k]] = (net[c.d[k]] or 0) - tonumber(c.d[k + 1]) end
+  end
+  for k = 5, #op, 2 do
+    net[op[k]] = (net[op[k]] or 0) + tonumber(op[k + 1])
+    deltas[#deltas + 1] = op[k]
+    deltas[#deltas + 1] = op[k + 1]
+  end
+  redis.call('HSET', K, key, cjson.encode({ t = ev_ts, m = ev_m, d = deltas }))
+  for field, delta in pairs(net) do add(field, delta) end
+  if value_field ~= NULL then put(value_field, value) end
+end
+
+-- Order date: created_at of the latest event carrying one, else the earliest event time.
+local function order_date(s) return s.d or s.f end
+
+local function refresh_last_order()
+  local top = redis.call('ZREVRANGE', LO, 0, 0)
+  if #top == 0 then
+    put('orders.last_amount', nil)
+    put('orders.last_date', nil)
+  else
+    local s = cjson.decode(redis.call('HGET', O, top[1]))
+    put('orders.last_amount', s.a)
+    put('orders.last_date', order_date(s))
+  end
+end
+
+-- O order_id status amount order_date: per-order last-writer-wins, summary of counted orders.
+ops.O = function(op)
+  local order_id, status, amount, created = op[2], op[3], op[4], op[5]
+  local raw = redis.call('HGET', O, order_id)
+  local s, was_counted, old_amount, old_date
+  if raw then
+    s = cjson.decode(raw)
+    was_counted, old_amount, old_date = COUNTED[s.s] ~= nil, s.a, order_date(s)
+    if ev_t < tonumber(s.f) then s.f = ev_ts end
+  else
+    s, was_counted = { f = ev_ts }, false
+  end
+  if created ~= NULL and (s.dt == nil or later(ev_t, ev_m, tonumber(s.dt), s.dm)) then
+    s.d, s.dt, s.dm = created, ev_ts, ev_m
+  end
+  if s.t == nil or later(ev_t, ev_m, tonumber(s.t), s.m) then
+    s.s, s.a, s.t, s.m = status, amount, ev_ts, ev_m
+  end
+  redis.call('HSET', O, order_id, cjson.encode(s))
+  local counted, date = COUNTED[s.s] ~= nil, order_date(s)
+  add('orders.total_amount',
+    (counted and tonumber(s.a) or 0) - (was_counted and tonumber(old_amount) or 0))
+  add('orders.total_count', (counted and 1 or 0) - (was_counted and 1 or 0))
+  if counted ~= was_counted or (counted and (date ~= old_date or s.a ~= old_amount)) then
+    if was_counted then redis.call('ZREM', LO, order_id) end
+    if counted then redis.call('ZADD', LO, date, order_id) end
+    refresh_last_order()
+  end
+end
+
+local function erase()
+  for _, field in ipairs(redis.call('HKEYS', R)) do
+    if field ~= 'v' and field ~= 'pv' and field ~= 'er' then put(field, nil) end
+  end
+  redis.call('DEL', G, B, O, LO, K)
+  redis.call('HSET', R, 'er', ev_ts)
+  changed_any = true
+end
+
+local function snapshot(version, index)
+  local diff = {}
+  for field, old in pairs(changed) do
+    diff[#diff + 1] = field
+    diff[#diff + 1] = old
+  end
+  changed = {}
+  return { version, index, diff, redis.call('HGETALL', R) }
+end
+
+local version = tonumber(redis.call('HGET', R, 'v') or '0')
+local published = tonumber(redis.call('HGET', R, 'pv') or '0')
+if tonumber(ARGV[1]) > published then
+  published = tonumber(ARGV[1])
+  redis.call('HSET', R, 'pv', ARGV[1])
+end
+local each_change = ARGV[2] == '1'
+local erased_until = tonumber(redis.call('HGET', R, 'er') or '-1')
+
+local outcomes, result = {}, { '' }
+local pending, last_applied, republish_for = false, 0, 0
+for n = 4, #ARGV do
+  local index = n - 3
+  local ev = cjson.decode(ARGV[n])
+  ev_ts, ev_t, ev_m = ev.t, tonumber(ev.t), ev.m
+  local seen = redis.call('ZSCORE', D, ev_m)
+  local outcome
+  if seen then
+    outcome = 'D'
+    if tonumber(seen) > published then republish_for = index end
+  elseif ev_t <= erased_until then
+    outcome = 'I'
+  else
+    changed_any = false
+    local erasing = ev.o[1][1] == 'E'
+    if erasing then
+      erase()
+      erased_until = ev_t
+    else
+      touch()
+      for _, op in ipairs(ev.o) do ops[op[1]](op) end
+    end
+    if changed_any then
+      outcome, version, pending, last_applied = 'A', version + 1, true, index
+      redis.call('HSET', R, 'v', fmt(version))
+      if each_change or erasing then
+        result[#result + 1] = snapshot(version, index)
+        pending = false
+      end
+    else
+      outcome = 'U'
+    end
+  end
+  if not seen then redis.call('ZADD', D, fmt(version), ev_m) end
+  outcomes[#outcomes + 1] = outcome
+end
+
+local kept = tonumber(ARGV[3])
+local markers = redis.call('ZCARD', D)
+if markers > kept then redis.call('ZREMRANGEBYRANK', D, 0, markers - kept - 1) end
+
+if pending then
+  result[#result + 1] = snapshot(version, last_applied)
+elseif republish_for > 0 and #result == 1 then
+  result[#result + 1] = snapshot(version, republish_for)
+end
+result[1] = table.concat(outcomes)
+return result
