@@ -19,7 +19,7 @@ try:  # `tests` as a package (tests/__init__.py present) or as a plain rootdir
 except ImportError:  # pragma: no cover - depends on how pytest inserted sys.path
     from reference import format_time, parse_time_us, reference_records
 
-SCHEMA_PATH = Path("/work/shared/reference/voucherify_customer_schema.json")
+SCHEMA_PATH = Path(__file__).parent / "samples" / "voucherify_customer_schema.json"
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 _ids = itertools.count()

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -53,6 +54,9 @@ def run(
         lifespan="on",
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
     )
+    # uvicorn re-raises the signal it stopped on once shutdown is complete, which would end
+    # the process with 143 although the stop was graceful; a no-op handler makes it exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(config).run()
 
 

@@ -23,6 +23,11 @@ at the end; an erase always gets its own, so that its tombstone is never conflat
 
 Numbers are kept as the decimal strings they arrive as, and formatted with %d when computed:
 Lua would otherwise print large integers in exponent form.
+
+Cost: the record hash is read once (HGETALL) into a table, changed in memory and written back
+once (one HSET, one HDEL); stamps and dedup markers are cached and written back once too. Per
+event only what it addresses is touched (its order, its card, its natural key), so a step's
+cost does not grow with the customer's history.
 ]]
 
 local R, G, B, O, LO, K, D = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -47,8 +52,21 @@ local function later(t1, m1, t2, m2)
   return bytes_gt(m1, m2)
 end
 
+-- The record hash as a table; `dirty` lists the fields to write back (nil value = delete).
+local rec, dirty = {}, {}
+do
+  local flat = redis.call('HGETALL', R)
+  for k = 1, #flat, 2 do rec[flat[k]] = flat[k + 1] end
+end
+
+-- Stamps ("micros|marker" per register), read on first use and written back at the end.
+local stamps, stamps_dirty = {}, {}
 local function stamp_of(register)
-  local s = redis.call('HGET', G, register)
+  local s = stamps[register]
+  if s == nil then
+    s = redis.call('HGET', G, register) or false
+    stamps[register] = s
+  end
   if not s then return nil end
   local bar = string.find(s, '|', 1, true)
   return tonumber(string.sub(s, 1, bar - 1)), string.sub(s, bar + 1)
@@ -62,35 +80,28 @@ local function wins(register)
 end
 
 local function take(register)
-  redis.call('HSET', G, register, ev_ts .. '|' .. ev_m)
+  stamps[register] = ev_ts .. '|' .. ev_m
+  stamps_dirty[register] = true
 end
 
 -- Record writes, remembering the first old value of each field changed since the last
 -- snapshot (false = absent), so the caller can render the record before and after.
 local changed, changed_any = {}, false
 local function put(field, value)
-  local old = redis.call('HGET', R, field)
-  if value == nil then
-    if not old then return end
-    redis.call('HDEL', R, field)
-  else
-    if old == value then return end
-    redis.call('HSET', R, field, value)
-  end
+  local old = rec[field]
+  if old == value then return end
+  rec[field] = value
+  dirty[field] = true
   if changed[field] == nil then changed[field] = old or false end
   changed_any = true
 end
 
 local function add(field, delta)
-  if delta == 0 then return end
-  local old = redis.call('HGET', R, field)
-  redis.call('HSET', R, field, fmt(tonumber(old or '0') + delta))
-  if changed[field] == nil then changed[field] = old or false end
-  changed_any = true
+  if delta ~= 0 then put(field, fmt(tonumber(rec[field] or '0') + delta)) end
 end
 
 local function touch()
-  local ca, ua = redis.call('HGET', R, 'ca'), redis.call('HGET', R, 'ua')
+  local ca, ua = rec.ca, rec.ua
   if not ca or ev_t < tonumber(ca) then put('ca', ev_ts) end
   if not ua or ev_t > tonumber(ua) then put('ua', ev_ts) end
 end
@@ -114,7 +125,7 @@ ops.C = function(op)
   local prefix, register = op[2], op[3]
   if not wins(register) then return end
   take(register)
-  for _, field in ipairs(redis.call('HKEYS', R)) do
+  for field in pairs(rec) do
     if string.sub(field, 1, #prefix) == prefix and wins(field) then put(field, nil) end
   end
 end
@@ -200,40 +211,45 @@ ops.O = function(op)
 end
 
 local function erase()
-  for _, field in ipairs(redis.call('HKEYS', R)) do
+  for field in pairs(rec) do
     if field ~= 'v' and field ~= 'pv' and field ~= 'er' then put(field, nil) end
   end
   redis.call('DEL', G, B, O, LO, K)
-  redis.call('HSET', R, 'er', ev_ts)
-  changed_any = true
+  stamps, stamps_dirty = {}, {}
+  put('er', ev_ts)
 end
 
 local function snapshot(version, index)
-  local diff = {}
+  local diff, state = {}, {}
   for field, old in pairs(changed) do
     diff[#diff + 1] = field
     diff[#diff + 1] = old
   end
+  for field, value in pairs(rec) do
+    state[#state + 1] = field
+    state[#state + 1] = value
+  end
   changed = {}
-  return { version, index, diff, redis.call('HGETALL', R) }
+  return { version, index, diff, state }
 end
 
-local version = tonumber(redis.call('HGET', R, 'v') or '0')
-local published = tonumber(redis.call('HGET', R, 'pv') or '0')
+local version = tonumber(rec.v or '0')
+local published = tonumber(rec.pv or '0')
 if tonumber(ARGV[1]) > published then
   published = tonumber(ARGV[1])
-  redis.call('HSET', R, 'pv', ARGV[1])
+  rec.pv, dirty.pv = ARGV[1], true
 end
 local each_change = ARGV[2] == '1'
-local erased_until = tonumber(redis.call('HGET', R, 'er') or '-1')
+local erased_until = tonumber(rec.er or '-1')
 
 local outcomes, result = {}, { '' }
+local new_markers, markers_args = {}, {}
 local pending, last_applied, republish_for = false, 0, 0
 for n = 4, #ARGV do
   local index = n - 3
   local ev = cjson.decode(ARGV[n])
   ev_ts, ev_t, ev_m = ev.t, tonumber(ev.t), ev.m
-  local seen = redis.call('ZSCORE', D, ev_m)
+  local seen = new_markers[ev_m] or redis.call('ZSCORE', D, ev_m)
   local outcome
   if seen then
     outcome = 'D'
@@ -252,7 +268,7 @@ for n = 4, #ARGV do
     end
     if changed_any then
       outcome, version, pending, last_applied = 'A', version + 1, true, index
-      redis.call('HSET', R, 'v', fmt(version))
+      rec.v, dirty.v = fmt(version), true
       if each_change or erasing then
         result[#result + 1] = snapshot(version, index)
         pending = false
@@ -261,9 +277,38 @@ for n = 4, #ARGV do
       outcome = 'U'
     end
   end
-  if not seen then redis.call('ZADD', D, fmt(version), ev_m) end
+  if not seen then
+    new_markers[ev_m] = fmt(version)
+    markers_args[#markers_args + 1] = new_markers[ev_m]
+    markers_args[#markers_args + 1] = ev_m
+  end
   outcomes[#outcomes + 1] = outcome
 end
+
+-- Write back what changed, in as few commands as possible (chunked: unpack has a limit).
+local function call_with(command, key, args)
+  for first = 1, #args, 4000 do
+    redis.call(command, key, unpack(args, first, math.min(first + 3999, #args)))
+  end
+end
+local sets, dels = {}, {}
+for field in pairs(dirty) do
+  if rec[field] == nil then
+    dels[#dels + 1] = field
+  else
+    sets[#sets + 1] = field
+    sets[#sets + 1] = rec[field]
+  end
+end
+call_with('HDEL', R, dels)
+call_with('HSET', R, sets)
+local stamp_sets = {}
+for register in pairs(stamps_dirty) do
+  stamp_sets[#stamp_sets + 1] = register
+  stamp_sets[#stamp_sets + 1] = stamps[register]
+end
+call_with('HSET', G, stamp_sets)
+call_with('ZADD', D, markers_args)
 
 local kept = tonumber(ARGV[3])
 local markers = redis.call('ZCARD', D)
