@@ -25,7 +25,7 @@ async def test_redis_unavailable_is_retried_and_never_dead_lettered(
     readiness: list[bool] = []
 
     async def flaky_apply(batches: Sequence[CustomerBatch]) -> list[Outcome | ResponseError]:
-        readiness.append("redis" in harness.pipeline._retrier._health.failing)
+        readiness.append("redis" in harness.health.failing)
         if failures["left"]:
             failures["left"] -= 1
             raise RedisConnectionError("connection refused")
@@ -35,7 +35,8 @@ async def test_redis_unavailable_is_retried_and_never_dead_lettered(
     await harness.deliver([event("loyalty.points.added", "c1", {"campaign_id": "k", "points": 5})])
 
     assert readiness == [False, True, True, True]  # not ready while retrying
-    assert "redis" not in harness.pipeline._retrier._health.failing
+    assert "redis" not in harness.health.failing
+    assert harness.metrics.retries.labels("redis")._value.get() == 3
     assert not [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
     state = await harness.store.state("c1")
     assert state["loyalty.points"] == "5"  # applied exactly once

@@ -1,24 +1,30 @@
 """Composition root: wires settings, Redis, Kafka and the pipeline into a FastStream app."""
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import Consumer
 from faststream.kafka.annotations import KafkaMessage as KafkaMessageContext
 from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
+from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 
 from contracts.updated import CustomerUpdated
+from worker.assignment import AssignmentListener
 from worker.asyncapi import ContractAsyncAPI
 from worker.health import Health
 from worker.intake import Intake
+from worker.metrics import Metrics
+from worker.offsets import FailurePause, RewindOnFailure, commit
 from worker.pipeline import BatchPipeline
 from worker.publisher import Publisher
 from worker.records import InputRecord
@@ -30,27 +36,21 @@ log = logging.getLogger(__name__)
 
 Records = tuple[InputRecord, ...]
 
+#: How long a readiness probe waits for Redis and Kafka to answer.
+PROBE_TIMEOUT = 2.0
+
 
 async def _raw_batch(records: Records) -> StreamMessage[Records]:
     """Hands the records over untouched: decoding (and rejecting) them is the pipeline's job,
-    and FastStream's default parser would fail the whole batch on one non-UTF-8 header."""
-    return KafkaMessage(raw_message=records, body=records, consumer=FAKE_CONSUMER)
+    and FastStream's default parser would fail the whole batch on one non-UTF-8 header. The
+    body is the raw values, which is what FastStream's Prometheus middleware measures."""
+    values = [record.value or b"" for record in records]
+    return KafkaMessage(raw_message=records, body=values, consumer=FAKE_CONSUMER)
 
 
 async def _undecoded(message: StreamMessage[Records]) -> Records:
     """FastStream decodes even for a handler without a body parameter; this keeps it inert."""
     return message.raw_message
-
-
-async def commit(consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> None:
-    """Commit explicit offsets. A failed commit is harmless: the events are applied and
-    published, so a redelivery is deduplicated; a later commit moves past them anyway."""
-    try:
-        await consumer.commit(offsets)
-    except CommitFailedError as error:
-        log.warning("offsets not committed (partitions were reassigned): %s", error)
-    except KafkaError as error:
-        log.warning("offsets not committed, will be with the next batch: %s", error)
 
 
 class Worker:
@@ -59,13 +59,18 @@ class Worker:
     The producer can only be created inside the running event loop, hence `start`.
     """
 
-    def __init__(self, settings: Settings, health: Health) -> None:
+    def __init__(self, settings: Settings, health: Health, metrics: Metrics) -> None:
         self._settings = settings
         self._health = health
-        self._redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        self._metrics = metrics
+        self._redis = Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._pipeline: BatchPipeline | None = None
-        self._failures = 0
 
     async def start(self) -> None:
         """Connect the producer and assemble the pipeline."""
@@ -89,8 +94,12 @@ class Worker:
             publisher=Publisher(self._producer),
             topics=settings.topics,
             retrier=Retrier(
-                self._health, settings.retry_initial_seconds, settings.retry_max_seconds
+                self._health,
+                self._metrics,
+                settings.retry_initial_seconds,
+                settings.retry_max_seconds,
             ),
+            metrics=self._metrics,
         )
         self._health.started = True
 
@@ -102,51 +111,53 @@ class Worker:
         await self._redis.aclose()
 
     async def handle(self, records: Records, consumer: AIOKafkaConsumer) -> None:
-        """Apply, publish, then commit: offsets move only after both succeeded.
-
-        Transient failures are retried inside the pipeline. Anything else is a bug; the
-        batch must still not be lost (the consumer has already moved past it), so the
-        consumer is rewound to the batch's first records and the batch is retried after a
-        growing pause: a stuck partition is visible in lag and logs, a lost event is not.
-        """
+        """Apply, publish, then commit: offsets move only after both succeeded."""
         assert self._pipeline is not None, "the worker is not started"
-        try:
-            offsets = await self._pipeline.process(records)
-        except Exception:
-            self._failures += 1
-            pause = min(self._settings.retry_max_seconds, 0.5 * 2**self._failures)
-            log.exception("batch failed unexpectedly; rewinding and retrying in %.1fs", pause)
-            self._health.failure("pipeline", "unexpected error, see logs")
-            rewind(consumer, records)
-            await asyncio.sleep(pause)
-            return
-        self._failures = 0
-        self._health.recovered("pipeline")
+        offsets = await self._pipeline.process(records)
         await commit(consumer, offsets)
+        for partition, offset in offsets.items():
+            highwater = consumer.highwater(partition)
+            if highwater is not None:
+                lag = self._metrics.lag.labels(partition.topic, str(partition.partition))
+                lag.set(max(0, highwater - offset))
 
-
-def rewind(consumer: AIOKafkaConsumer, records: Records) -> None:
-    """Seek every partition of the batch back to its first record in the batch."""
-    first: dict[TopicPartition, int] = {}
-    for record in records:
-        partition = TopicPartition(record.topic, record.partition)
-        first[partition] = min(first.get(partition, record.offset), record.offset)
-    for partition, offset in first.items():
+    async def probe(self) -> list[str]:
+        """Why the worker is not ready, asking Redis and Kafka now (empty when ready)."""
+        problems = self._health.problems()
         try:
-            consumer.seek(partition, offset)
-        except IllegalStateError:  # no longer assigned: its new owner starts from the commit
-            continue
+            await asyncio.wait_for(self._redis.ping(), PROBE_TIMEOUT)
+        except Exception as error:
+            problems.append(f"redis unreachable: {type(error).__name__}")
+        if self._producer is not None:
+            try:
+                reachable = await asyncio.wait_for(
+                    self._producer.client.force_metadata_update(), PROBE_TIMEOUT
+                )
+            except Exception:
+                reachable = False
+            if not reachable:
+                problems.append("kafka unreachable")
+        return problems
 
 
 def build_app(settings: Settings) -> AsgiFastStream:
     """The worker as an ASGI app: the Kafka consumer plus its HTTP endpoints."""
     health = Health()
-    worker = Worker(settings, health)
+    metrics = Metrics()
+    metrics.ready.set_function(lambda: 1.0 if health.ready else 0.0)
+    worker = Worker(settings, health, metrics)
     topics = settings.topics
+    pause = FailurePause(health, settings.retry_max_seconds)
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         consumer_only=True,
         graceful_timeout=settings.graceful_timeout_seconds,
+        logger=logging.getLogger("faststream.access.kafka"),  # formatted like every other line
+        log_level=logging.DEBUG,  # FastStream's per-batch "Received/Processed" lines
+        middlewares=[
+            functools.partial(RewindOnFailure, pause=pause),
+            KafkaPrometheusMiddleware(registry=metrics.registry),
+        ],
     )
     subscriber = broker.subscriber(
         *topics.inputs,
@@ -155,6 +166,11 @@ def build_app(settings: Settings) -> AsgiFastStream:
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        # Range assignment gives one consumer the same partition number of every input
+        # topic: with events keyed by customer id, one customer's events meet in one worker,
+        # so its versions are published in order.
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        listener=AssignmentListener(health, metrics),
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         parser=_raw_batch,
@@ -180,13 +196,18 @@ def build_app(settings: Settings) -> AsgiFastStream:
 
     @get(include_in_schema=False)
     async def readyz(scope: Any) -> AsgiResponse:
-        if health.ready:
+        problems = await worker.probe()
+        if not problems:
             return AsgiResponse(b"ready", 200)
-        return AsgiResponse(("not ready: " + repr(health.failing)).encode(), 503)
+        return AsgiResponse(("not ready: " + "; ".join(problems)).encode(), 503)
 
     return AsgiFastStream(
         broker,
-        asgi_routes=[("/healthz", healthz), ("/readyz", readyz)],
+        asgi_routes=[
+            ("/healthz", healthz),
+            ("/readyz", readyz),
+            ("/metrics", make_asgi_app(metrics.registry)),
+        ],
         asyncapi_path="/docs/asyncapi",
         specification=ContractAsyncAPI(broker, topics),
         on_startup=[worker.start],

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.events import TOPIC_OF_TYPE
+from worker import logs
 from worker.app import build_app
 from worker.domain.record import render
 from worker.intake import Intake, Rejection
@@ -47,11 +48,14 @@ def run(
 ) -> None:
     """Run the worker in the foreground until SIGTERM/SIGINT (graceful stop)."""
     settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
     config = uvicorn.Config(
         build_app(settings),
         host=host,
         port=port,
         lifespan="on",
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
     )
     # uvicorn re-raises the signal it stopped on once shutdown is complete, which would end

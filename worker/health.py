@@ -1,13 +1,16 @@
-"""What the worker knows about its own readiness, for `/readyz` and the logs."""
+"""What the worker knows about its own readiness, for `/readyz`, the logs and metrics."""
 
 from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
 
 
 @dataclass
 class Health:
-    """Components currently failing (e.g. "redis", "kafka") and why."""
+    """Components currently failing (e.g. "redis", "kafka") and why, and the assignment."""
 
     failing: dict[str, str] = field(default_factory=dict)
+    assigned: set[TopicPartition] = field(default_factory=set)
     started: bool = False
 
     def failure(self, component: str, reason: str) -> None:
@@ -18,7 +21,16 @@ class Health:
         """`component` works again."""
         self.failing.pop(component, None)
 
+    def problems(self) -> list[str]:
+        """Why the worker is not ready (empty when it is)."""
+        problems = [f"{name}: {reason}" for name, reason in sorted(self.failing.items())]
+        if not self.started:
+            problems.append("not started")
+        elif not self.assigned:
+            problems.append("no partitions assigned")
+        return problems
+
     @property
     def ready(self) -> bool:
-        """Started and nothing failing."""
-        return self.started and not self.failing
+        """Started, partitions assigned, nothing failing."""
+        return not self.problems()

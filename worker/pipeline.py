@@ -8,6 +8,8 @@ current snapshot is published again if its version may not have been published y
 """
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ from worker.domain.record import changed_paths, render
 from worker.domain.steps import steps_of
 from worker.intake import Intake, Rejection
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter
+from worker.metrics import OUTCOMES, Metrics
 from worker.publisher import Publisher
 from worker.records import InputRecord
 from worker.retry import Retrier
@@ -55,28 +58,65 @@ class BatchPipeline:
         publisher: Publisher,
         topics: Topics,
         retrier: Retrier,
+        metrics: Metrics,
     ) -> None:
         self._intake = intake
         self._store = store
         self._publisher = publisher
         self._topics = topics
         self._retrier = retrier
+        self._metrics = metrics
         self._published: dict[str, int] = {}
 
     async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
         """Handle the batch completely; returns the offsets to commit (last + 1)."""
+        metrics = self._metrics
+        started = time.perf_counter()
         work, dead = self._plan(records)
         outcomes, rejected = await self._retrier.run("redis", lambda: self._apply(work))
         dead += rejected
-        messages = [
-            dead_letter(self._topics.dlq(record.topic), record, why) for record, why in dead
-        ]
+        messages = [self._dead_letter(record, why) for record, why in dead]
         versions: dict[str, int] = {}
         for item, outcome in outcomes:
             messages += self._announce(item, outcome, versions)
-        await self._retrier.run("kafka", lambda: self._publisher.publish_all(messages))
+        await self._retrier.run("kafka", lambda: self._publish(messages))
         self._remember(versions)
+        self._count(outcomes)
+        metrics.batch_size.observe(len(records))
+        metrics.batch_seconds.observe(time.perf_counter() - started)
         return _next_offsets(records)
+
+    async def _publish(self, messages: list[OutMessage]) -> None:
+        with self._metrics.publish_seconds.time():
+            await self._publisher.publish_all(messages)
+
+    def _dead_letter(self, record: InputRecord, why: Rejection) -> OutMessage:
+        log.warning(
+            "dead-lettered %s record: %s",
+            why.error_class,
+            why.message,
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error_class": why.error_class,
+            },
+        )
+        self._metrics.dlq.labels(record.topic, why.error_class).inc()
+        self._metrics.events.labels(record.topic, "", "dlq").inc()
+        return dead_letter(self._topics.dlq(record.topic), record, why)
+
+    def _count(self, outcomes: _Applied) -> None:
+        """Events by topic, type and outcome; a referral counts once (by its subject's step)."""
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for item, outcome in outcomes:
+            for (record, event), letter in zip(item.sources, outcome.letters, strict=True):
+                if event.subject == item.batch.customer_id:
+                    counts[record.topic, event.type, OUTCOMES[letter]] += 1
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("event %s", OUTCOMES[letter], extra=_event_fields(record, event))
+        for labels, count in counts.items():
+            self._metrics.events.labels(*labels).inc(count)
 
     def _plan(self, records: Sequence[InputRecord]) -> tuple[list[_Work], list[_Dead]]:
         work: dict[str, _Work] = {}
@@ -99,7 +139,8 @@ class BatchPipeline:
 
     async def _apply(self, work: list[_Work]) -> tuple[_Applied, list[_Dead]]:
         """Apply all customers' steps; a customer whose call Redis rejects is isolated."""
-        results = await self._store.apply([item.batch for item in work])
+        with self._metrics.redis_seconds.time():
+            results = await self._store.apply([item.batch for item in work])
         done: _Applied = []
         dead: list[_Dead] = []
         for item, result in zip(work, results, strict=True):
@@ -117,7 +158,7 @@ class BatchPipeline:
             single.sources.append(source)
             (result,) = await self._store.apply([single.batch])
             if isinstance(result, ResponseError):
-                log.error("step rejected by Redis, dead-lettered: %s", result)
+                log.error("step rejected by Redis: %s", result, extra=_event_fields(*source))
                 dead.append((source[0], Rejection("ProcessingError", str(result))))
             else:
                 done.append((single, result))
@@ -149,6 +190,18 @@ class BatchPipeline:
         self._published.update(versions)
         while len(self._published) > _MAX_CONFIRMATIONS:
             del self._published[next(iter(self._published))]
+
+
+def _event_fields(record: InputRecord, event: AnyInputEvent) -> dict[str, object]:
+    """What a log line about one event carries: ids and coordinates, no personal data."""
+    return {
+        "event_id": event.id,
+        "event_type": event.type,
+        "subject": event.subject,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
 
 
 def _next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:

@@ -23,6 +23,7 @@ from redis.exceptions import (
 )
 
 from worker.health import Health
+from worker.metrics import Metrics
 
 T = TypeVar("T")
 
@@ -46,8 +47,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 class Retrier:
     """Runs an action until it succeeds, backing off between transient failures."""
 
-    def __init__(self, health: Health, initial: float, maximum: float) -> None:
+    def __init__(self, health: Health, metrics: Metrics, initial: float, maximum: float) -> None:
         self._health = health
+        self._retries = metrics.retries
         self._initial = initial
         self._maximum = maximum
 
@@ -60,6 +62,7 @@ class Retrier:
             except TRANSIENT_ERRORS as error:
                 reason = f"{type(error).__name__}: {error}"
                 self._health.failure(component, reason)
+                self._retries.labels(component).inc()
                 log.warning("%s unavailable, retrying in %.1fs: %s", component, delay, reason)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
                 delay = min(delay * 2, self._maximum)

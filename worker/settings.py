@@ -5,6 +5,8 @@ connection settings also accept the conventional `KAFKA_BOOTSTRAP_SERVERS` and `
 which is what the local stack script exports.
 """
 
+from typing import Literal
+
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -79,6 +81,18 @@ class Settings(BaseSettings):
     )
     retry_max_seconds: float = Field(
         default=10.0, gt=0, description="Longest backoff between retries."
+    )
+    redis_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Socket timeout of Redis calls: a hung Redis becomes a retried failure.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="json (one object per line), console, or auto: console on a terminal.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Level of the worker's and its libraries' logs."
     )
     graceful_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long shutdown waits for the batch in flight."

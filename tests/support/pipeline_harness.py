@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from worker.health import Health
 from worker.intake import Intake
 from worker.messages import OutMessage
+from worker.metrics import Metrics
 from worker.pipeline import BatchPipeline
 from worker.retry import Retrier
 from worker.settings import Topics
@@ -59,12 +60,15 @@ class Harness:
         topics = Topics()
         self.store = CustomerStore(redis, key_prefix, max_markers=1000, every_change=every_change)
         self.publisher = RecordingPublisher()
+        self.health = Health()
+        self.metrics = Metrics()
         self.pipeline = BatchPipeline(
             intake=Intake(topics.inputs),
             store=self.store,
             publisher=self.publisher,  # type: ignore[arg-type]
             topics=topics,
-            retrier=Retrier(Health(), 0.01, 0.1),
+            retrier=Retrier(self.health, self.metrics, 0.01, 0.1),
+            metrics=self.metrics,
         )
         self._offset = 0
 
