@@ -4,8 +4,9 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -18,12 +19,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from contracts.events import TOPIC_OF_TYPE
 from worker import logs
 from worker.app import build_app
+from worker.dead_letters import ReplayReport, TopicSnapshot, inspect, replay
 from worker.domain.record import render
 from worker.intake import Intake, Rejection
 from worker.schemas import export
 from worker.settings import Settings
 from worker.store.customer_store import CustomerStore
 from worker.topics import contract_topics, ensure_topics
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     help="customer-worker: owns the customer profile (Kafka in, Redis record, "
@@ -34,11 +38,24 @@ topics_cli = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=T
 cli.add_typer(topics_cli, name="topics")
 schema_cli = typer.Typer(help="JSON Schemas and the AsyncAPI document.", no_args_is_help=True)
 cli.add_typer(schema_cli, name="schema")
+dlq_cli = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
 
 
 def _fail(message: str) -> typer.Exit:
     typer.secho(message, err=True, fg=typer.colors.RED)
     return typer.Exit(code=1)
+
+
+def _run_kafka(settings: Settings, action: Coroutine[Any, Any, T]) -> T:
+    """Run a Kafka action, turning an unreachable broker or a missing topic into a clear exit."""
+    try:
+        return asyncio.run(action)
+    except KafkaConnectionError as error:
+        broker = settings.kafka_bootstrap_servers
+        raise _fail(f"Kafka at {broker} is unreachable: {error}") from None
+    except LookupError as error:
+        raise _fail(str(error)) from None
 
 
 @cli.command()
@@ -81,12 +98,7 @@ def topics_ensure(
         finally:
             await admin.close()
 
-    try:
-        created = asyncio.run(ensure())
-    except KafkaConnectionError as error:
-        raise _fail(
-            f"Kafka at {settings.kafka_bootstrap_servers} is unreachable: {error}"
-        ) from None
+    created = _run_kafka(settings, ensure())
     typer.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
 
 
@@ -120,12 +132,7 @@ def send(
         finally:
             await producer.stop()
 
-    try:
-        asyncio.run(produce())
-    except KafkaConnectionError as error:
-        raise _fail(
-            f"Kafka at {settings.kafka_bootstrap_servers} is unreachable: {error}"
-        ) from None
+    _run_kafka(settings, produce())
     typer.echo(f"sent {decoded.type} {decoded.id} for {decoded.subject} to {topic}")
 
 
@@ -160,12 +167,7 @@ def tail(
             await consumer.stop()
         return seen
 
-    try:
-        seen = asyncio.run(read())
-    except KafkaConnectionError as error:
-        raise _fail(
-            f"Kafka at {settings.kafka_bootstrap_servers} is unreachable: {error}"
-        ) from None
+    seen = _run_kafka(settings, read())
     if seen < count:
         raise _fail(f"only {seen} of {count} records within {timeout}s")
 
@@ -192,6 +194,75 @@ def get(customer_id: Annotated[str, typer.Argument(help="The customer id.")]) ->
     if record is None:
         raise _fail(f"no record for {customer_id!r}" + (" (erased)" if version else ""))
     typer.echo(json.dumps({"version": version, "customer": record}, indent=2))
+
+
+def _dlq_topic(settings: Settings, topic: str) -> str:
+    """The dead-letter topic named, or the one of the input topic named."""
+    suffix = settings.topics.dlq_suffix
+    return topic if topic.endswith(suffix) else settings.topics.dlq(topic)
+
+
+@dlq_cli.command("inspect")
+def dlq_inspect(
+    topic: Annotated[str, typer.Argument(help="A dead-letter topic, or its input topic.")],
+    samples: Annotated[int, typer.Option(min=0, help="Samples shown per error class.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Count the dead letters of TOPIC by error class and show samples (no values)."""
+    settings = Settings()
+    dlq = _dlq_topic(settings, topic)
+    report = _run_kafka(settings, inspect(settings.kafka_bootstrap_servers, dlq, samples))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "topic": dlq,
+                    "total": report.total,
+                    "by_class": report.by_class,
+                    "samples": report.samples,
+                },
+                indent=2,
+            )
+        )
+        return
+    typer.echo(f"{dlq}: {report.total} dead letter(s)")
+    for error_class, count in report.by_class.most_common():
+        typer.echo(f"  {count:>8}  {error_class}")
+        for sample in report.samples[error_class]:
+            where, when = sample["original"], sample["failed_at"]
+            typer.echo(f"            {where} failed {when}: {sample['message']}")
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    topic: Annotated[str, typer.Argument(help="A dead-letter topic, or its input topic.")],
+) -> None:
+    """Re-publish the dead letters of TOPIC to their original topic, after a fix.
+
+    Each is validated first; the ones that still fail are skipped and listed. Replaying
+    twice is harmless: the worker deduplicates events by (source, id).
+    """
+    settings = Settings()
+    dlq = _dlq_topic(settings, topic)
+
+    async def run() -> ReplayReport:
+        async with TopicSnapshot(settings.kafka_bootstrap_servers, dlq) as snapshot:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                acks="all",
+                enable_idempotence=True,
+            )
+            await producer.start()
+            try:
+                with typer.progressbar(length=snapshot.total, label=f"replaying {dlq}") as bar:
+                    return await replay(snapshot, producer, settings.topics, bar.update)
+            finally:
+                await producer.stop()
+
+    report = _run_kafka(settings, run())
+    typer.echo(f"replayed {report.replayed}, skipped {len(report.still_invalid)} still invalid")
+    for partition, offset, why in report.still_invalid:
+        typer.echo(f"  skipped {dlq}/{partition}/{offset}: {why.error_class}: {why.message}")
 
 
 @schema_cli.command("export")

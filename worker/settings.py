@@ -74,7 +74,12 @@ class Settings(BaseSettings):
         ),
     )
     dedup_max_markers: int = Field(
-        default=1000, ge=1, description="Dedup markers kept per customer (the most recent)."
+        default=256,
+        ge=1,
+        description=(
+            "Dedup markers kept per customer (the most recent). A redelivery is recognised "
+            "while fewer than this many later events of the same customer were applied."
+        ),
     )
     retry_initial_seconds: float = Field(
         default=0.2, gt=0, description="First backoff after a transient failure."

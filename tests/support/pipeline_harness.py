@@ -56,9 +56,15 @@ def topic_of(event: dict[str, Any]) -> str:
 class Harness:
     """A pipeline over a real Redis under its own key prefix."""
 
-    def __init__(self, redis: "Redis", key_prefix: str, every_change: bool = False) -> None:
+    def __init__(
+        self,
+        redis: "Redis",
+        key_prefix: str,
+        every_change: bool = False,
+        max_markers: int = 1000,
+    ) -> None:
         topics = Topics()
-        self.store = CustomerStore(redis, key_prefix, max_markers=1000, every_change=every_change)
+        self.store = CustomerStore(redis, key_prefix, max_markers, every_change)
         self.publisher = RecordingPublisher()
         self.health = Health()
         self.metrics = Metrics()

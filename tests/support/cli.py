@@ -1,0 +1,49 @@
+"""Runs the `customer-worker` console script as a subprocess, configured like a test."""
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.settings import Settings
+
+SCRIPT = Path(sys.executable).parent / "customer-worker"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `Settings()` equal `settings` (CW_* variables)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("CW_") and key not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
+    }
+    for name, value in settings.model_dump(exclude={"topics"}).items():
+        env[f"CW_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    for name, value in settings.topics.model_dump().items():
+        env[f"CW_TOPICS__{name.upper()}"] = str(value)
+    return env
+
+
+@dataclass(frozen=True)
+class Result:
+    """Exit status and output of one command."""
+
+    code: int
+    out: str
+    err: str
+
+
+async def run_cli(settings: Settings, *args: str, stdin: bytes = b"") -> Result:
+    """`customer-worker ARGS...` with the settings' environment."""
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT),
+        *args,
+        env=settings_env(settings),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())

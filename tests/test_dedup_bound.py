@@ -1,0 +1,45 @@
+"""Dedup markers are bounded per customer; the trade-off is the documented one."""
+
+from redis.asyncio import Redis
+
+from tests.support.events import at, event
+from tests.support.pipeline_harness import Harness
+from worker.store.keys import KeyLayout
+
+
+async def test_markers_are_bounded_and_old_redeliveries_are_guarded_by_natural_keys(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    harness = Harness(redis, scratch_prefix, max_markers=5)
+    markers_key = KeyLayout(scratch_prefix).all("c1")[-1]
+    points = [
+        event("loyalty.points.added", "c1", {"campaign_id": "k", "points": 1}, time=at(n))
+        for n in range(20)
+    ]
+    order = event("order.paid", "c1", {"order_id": "o1", "amount": 700}, time=at(0.5))
+    redemption = event(
+        "redemption.succeeded",
+        "c1",
+        {"redemption_id": "r1", "voucher": {"type": "GIFT_VOUCHER"}, "amount": 30},
+        time=at(0.7),
+    )
+    await harness.deliver([order, redemption])
+    for item in points:
+        await harness.deliver([item])
+    assert await redis.zcard(markers_key) == 5  # the bound holds
+
+    await harness.deliver([points[-1]])  # a recent redelivery: still recognised
+    state = await harness.store.state("c1")
+    assert state["loyalty.points"] == "20"
+
+    # Redeliveries older than the kept markers: the order and the redemption are guarded
+    # by their natural keys (per-order state, once per redemption outcome) ...
+    await harness.deliver([order, redemption])
+    state = await harness.store.state("c1")
+    assert state["orders.total_amount"] == "700"
+    assert state["redemptions.succeeded"] == "1"
+    assert state["gift.redeemed_amount"] == "30"
+    # ... while a plain points movement has no natural key and counts again: the price of
+    # the bound, which is why it should exceed any customer's events per redelivery window.
+    await harness.deliver([points[0]])
+    assert (await harness.store.state("c1"))["loyalty.points"] == "21"
