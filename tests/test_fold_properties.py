@@ -61,3 +61,23 @@ async def test_publishing_every_change_converges_the_same(
 
 async def test_a_long_stream_converges(redis: "Redis", scratch_prefix: str) -> None:
     await _fold(redis, scratch_prefix, seed=7, count=1500, every_change=False)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 80))
+async def test_erase_is_order_independent_too(
+    redis: "Redis", scratch_prefix: str, seed: int, count: int
+) -> None:
+    """Unconstrained shuffles: events dated after an erase may arrive before it."""
+    rng = random.Random(seed)
+    events = Generator(rng, CUSTOMERS).events(count)
+    harness = Harness(redis, f"{scratch_prefix}-{uuid.uuid4().hex[:8]}")
+    order = events + [e for e in events if rng.random() < 0.2]
+    rng.shuffle(order)
+    for start in range(0, len(order), 7):
+        await harness.deliver(order[start : start + 7])
+    for customer, record in reference_records(events).items():
+        state = await harness.store.state(customer)
+        assert render(customer, state) == record, f"{customer}, seed {seed}"

@@ -16,7 +16,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from prometheus_client import make_asgi_app
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from contracts.updated import CustomerUpdated
 from worker.assignment import AssignmentListener
@@ -53,6 +53,18 @@ async def _undecoded(message: StreamMessage[Records]) -> Records:
     return message.raw_message
 
 
+def connect_redis(settings: Settings) -> "Redis | RedisCluster":
+    """A client for the store: a single Redis or a Redis Cluster, with socket timeouts so a
+    hung server becomes a retried failure instead of a stuck batch."""
+    client_class = RedisCluster if settings.redis_cluster else Redis
+    return client_class.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+    )
+
+
 class Worker:
     """Owns the connections and the pipeline for the lifetime of the app.
 
@@ -63,12 +75,7 @@ class Worker:
         self._settings = settings
         self._health = health
         self._metrics = metrics
-        self._redis = Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
+        self._redis = connect_redis(settings)
         self._producer: AIOKafkaProducer | None = None
         self._pipeline: BatchPipeline | None = None
 
@@ -87,6 +94,7 @@ class Worker:
             key_prefix=settings.key_prefix,
             max_markers=settings.dedup_max_markers,
             every_change=settings.publish_every_change,
+            replay_window_seconds=settings.erase_replay_window_seconds,
         )
         self._pipeline = BatchPipeline(
             intake=Intake(settings.topics.inputs),

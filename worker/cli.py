@@ -13,12 +13,11 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.events import TOPIC_OF_TYPE
 from worker import logs
-from worker.app import build_app
+from worker.app import build_app, connect_redis
 from worker.dead_letters import ReplayReport, TopicSnapshot, inspect, replay
 from worker.domain.record import render
 from worker.intake import Intake, Rejection
@@ -178,7 +177,7 @@ def get(customer_id: Annotated[str, typer.Argument(help="The customer id.")]) ->
     settings = Settings()
 
     async def read() -> tuple[int, dict[str, str]]:
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        redis = connect_redis(settings)
         try:
             store = CustomerStore(redis, settings.key_prefix, settings.dedup_max_markers, False)
             state = await store.state(customer_id)

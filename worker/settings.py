@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CW_REDIS_URL", "REDIS_URL"),
         description="redis:// or rediss:// URL of the store.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description=(
+            "Talk to a Redis Cluster: CW_REDIS_URL names any one node. Every atomic step "
+            "touches one customer's keys, which share the hash tag {customer_id}: one slot."
+        ),
+    )
     group_id: str = Field(default="customer-worker", description="Kafka consumer group.")
     topics: Topics = Field(default_factory=Topics)
     key_prefix: str = Field(
@@ -79,6 +86,15 @@ class Settings(BaseSettings):
         description=(
             "Dedup markers kept per customer (the most recent). A redelivery is recognised "
             "while fewer than this many later events of the same customer were applied."
+        ),
+    )
+    erase_replay_window_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        description=(
+            "Events are kept (at most dedup_max_markers per customer) while dated within "
+            "this window of the customer's latest event, so that an erase arriving after "
+            "events dated later than itself folds them again instead of losing them."
         ),
     )
     retry_initial_seconds: float = Field(

@@ -62,9 +62,12 @@ class Harness:
         key_prefix: str,
         every_change: bool = False,
         max_markers: int = 1000,
+        replay_window_seconds: int = 86_400,
     ) -> None:
         topics = Topics()
-        self.store = CustomerStore(redis, key_prefix, max_markers, every_change)
+        self.store = CustomerStore(
+            redis, key_prefix, max_markers, every_change, replay_window_seconds
+        )
         self.publisher = RecordingPublisher()
         self.health = Health()
         self.metrics = Metrics()

@@ -10,7 +10,7 @@ chosen here and passed to it.
 VERSION = "v"
 PUBLISHED_VERSION = "pv"
 ERASED_UNTIL = "er"
-BOOKKEEPING = frozenset({VERSION, PUBLISHED_VERSION, ERASED_UNTIL})
+LOG_EVICTED_UNTIL = "lx"
 
 # Timestamps (integer microseconds).
 CREATED_AT = "ca"

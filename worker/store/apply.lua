@@ -12,8 +12,16 @@ KEYS  1 record hash (rendered state + bookkeeping)   2 stamps hash (register -> 
       3 card balances hash                           4 orders hash (order id -> JSON state)
       5 counted orders zset (score = order date)      6 contributions hash (natural key -> JSON)
       7 dedup markers zset (marker -> version after the event was applied)
+      8 replay log zset (event JSON, score = event time): the recent events, for erasure
 ARGV  1 version known to be published   2 "1" = a snapshot after every applied event
-      3 max dedup markers kept          4.. one JSON event each: {m = marker, t = micros, o = ops}
+      3 max markers and log entries kept per customer
+      4 replay window in microseconds    5.. one JSON event each: {m = marker, t = micros, o = ops}
+
+Erasure and order: an erase at time T wipes the state, then folds again the logged events
+dated after T (those that arrived before the erase did), so the record does not depend on
+whether they arrived before or after it. This is exact while those events are still in the
+log (dated within the window before the customer's latest event, and among the last entries
+kept); `lx` records the latest time evicted from the log, beyond which it is not.
 
 Returns { outcomes, snapshot... } where outcomes has one letter per event (A applied,
 U applied without visible change, I ignored as erased, D duplicate) and each snapshot is
@@ -30,7 +38,9 @@ event only what it addresses is touched (its order, its card, its natural key), 
 cost does not grow with the customer's history.
 ]]
 
-local R, G, B, O, LO, K, D = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local R, G, B, O, LO, K, D, L = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
+  KEYS[8]
+local BOOKKEEPING = { v = true, pv = true, er = true, lx = true }
 local NULL = cjson.null
 local COUNTED = { PAID = true, FULFILLED = true }
 
@@ -210,13 +220,26 @@ ops.O = function(op)
   end
 end
 
+-- Wipe everything but the bookkeeping; returns the logged events dated after the erase.
 local function erase()
+  local after = redis.call('ZRANGEBYSCORE', L, '(' .. ev_ts, '+inf')
+  redis.call('ZREMRANGEBYSCORE', L, '-inf', ev_ts)
+  if ev_t < tonumber(rec.lx or '-1') then
+    redis.log(redis.LOG_WARNING, 'customer-worker: erase older than the replay log of ' .. R)
+  end
   for field in pairs(rec) do
-    if field ~= 'v' and field ~= 'pv' and field ~= 'er' then put(field, nil) end
+    if not BOOKKEEPING[field] then put(field, nil) end
   end
   redis.call('DEL', G, B, O, LO, K)
   stamps, stamps_dirty = {}, {}
   put('er', ev_ts)
+  return after
+end
+
+local function apply_event(ev)
+  ev_ts, ev_t, ev_m = ev.t, tonumber(ev.t), ev.m
+  touch()
+  for _, op in ipairs(ev.o) do ops[op[1]](op) end
 end
 
 local function snapshot(version, index)
@@ -245,8 +268,8 @@ local erased_until = tonumber(rec.er or '-1')
 local outcomes, result = {}, { '' }
 local new_markers, markers_args = {}, {}
 local pending, last_applied, republish_for = false, 0, 0
-for n = 4, #ARGV do
-  local index = n - 3
+for n = 5, #ARGV do
+  local index = n - 4
   local ev = cjson.decode(ARGV[n])
   ev_ts, ev_t, ev_m = ev.t, tonumber(ev.t), ev.m
   local seen = new_markers[ev_m] or redis.call('ZSCORE', D, ev_m)
@@ -259,12 +282,13 @@ for n = 4, #ARGV do
   else
     changed_any = false
     local erasing = ev.o[1][1] == 'E'
+    local refold = {}
     if erasing then
-      erase()
+      refold = erase()
       erased_until = ev_t
     else
-      touch()
-      for _, op in ipairs(ev.o) do ops[op[1]](op) end
+      apply_event(ev)
+      redis.call('ZADD', L, ev_ts, ARGV[n])
     end
     if changed_any then
       outcome, version, pending, last_applied = 'A', version + 1, true, index
@@ -275,6 +299,14 @@ for n = 4, #ARGV do
       end
     else
       outcome = 'U'
+    end
+    if #refold > 0 then -- a fresh record from the events dated after the erase
+      changed_any = false
+      for _, logged in ipairs(refold) do apply_event(cjson.decode(logged)) end
+      if changed_any then
+        version, pending = version + 1, true
+        rec.v, dirty.v = fmt(version), true
+      end
     end
   end
   if not seen then
@@ -310,9 +342,26 @@ end
 call_with('HSET', G, stamp_sets)
 call_with('ZADD', D, markers_args)
 
+-- Bound the markers and the replay log: by count, and the log also by age.
 local kept = tonumber(ARGV[3])
 local markers = redis.call('ZCARD', D)
 if markers > kept then redis.call('ZREMRANGEBYRANK', D, 0, markers - kept - 1) end
+local evicted = tonumber(rec.lx or '-1')
+if rec.ua then
+  local cut = fmt(tonumber(rec.ua) - tonumber(ARGV[4]))
+  local oldest = redis.call('ZREVRANGEBYSCORE', L, cut, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #oldest > 0 then
+    evicted = math.max(evicted, tonumber(oldest[2]))
+    redis.call('ZREMRANGEBYSCORE', L, '-inf', cut)
+  end
+end
+local logged = redis.call('ZCARD', L)
+if logged > kept then
+  local last = redis.call('ZRANGE', L, logged - kept - 1, logged - kept - 1, 'WITHSCORES')
+  evicted = math.max(evicted, tonumber(last[2]))
+  redis.call('ZREMRANGEBYRANK', L, 0, logged - kept - 1)
+end
+if evicted > tonumber(rec.lx or '-1') then redis.call('HSET', R, 'lx', fmt(evicted)) end
 
 if pending then
   result[#result + 1] = snapshot(version, last_applied)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from worker.domain import fields
@@ -75,15 +75,17 @@ class CustomerStore:
 
     def __init__(
         self,
-        redis: "Redis",
+        redis: "Redis | RedisCluster",
         key_prefix: str,
         max_markers: int,
         every_change: bool,
+        replay_window_seconds: int = 86_400,
     ) -> None:
         self._redis = redis
         self._keys = KeyLayout(key_prefix)
         self._max_markers = str(max_markers)
         self._every_change = "1" if every_change else "0"
+        self._replay_window = str(replay_window_seconds * 1_000_000)
         self._sha: str | None = None
 
     async def _load(self) -> str:
@@ -115,9 +117,16 @@ class CustomerStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for batch in batches:
                 keys = self._keys.all(batch.customer_id)
-                args = [str(batch.confirmed_version), self._every_change, self._max_markers]
+                args = [
+                    str(batch.confirmed_version),
+                    self._every_change,
+                    self._max_markers,
+                    self._replay_window,
+                ]
                 args += [step.encode() for step in batch.steps]
-                pipe.evalsha(sha, len(keys), *keys, *args)
+                # Not `pipe.evalsha`: redis-py refuses that name on cluster pipelines, while
+                # the command itself is routed by its keys (one slot) like any other.
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
 
     async def state(self, customer_id: str) -> dict[str, str]:

@@ -43,3 +43,23 @@ async def test_markers_are_bounded_and_old_redeliveries_are_guarded_by_natural_k
     # the bound, which is why it should exceed any customer's events per redelivery window.
     await harness.deliver([points[0]])
     assert (await harness.store.state("c1"))["loyalty.points"] == "21"
+
+
+async def test_a_late_erase_refolds_later_events_while_they_are_in_the_replay_log(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    later = event("customer.update", "c2", {"name": "After"}, time=at(10))
+    erase = event("customer.erase", "c2", time=at(5))
+
+    kept = Harness(redis, f"{scratch_prefix}-kept")  # default window: one day
+    await kept.deliver([later])
+    await kept.deliver([erase])  # arrives after an event dated later than itself
+    state = await kept.store.state("c2")
+    assert state["p:name"] == '"After"'  # folded again: same record as in time order
+    assert int(state["er"]) < int(state["ca"])  # erased, then the later event folded again
+
+    # With no replay window the log keeps nothing: the erase errs on forgetting.
+    forgetful = Harness(redis, f"{scratch_prefix}-none", replay_window_seconds=0)
+    await forgetful.deliver([later])
+    await forgetful.deliver([erase])
+    assert "p:name" not in await forgetful.store.state("c2")
