@@ -99,16 +99,18 @@ class TopicSnapshot:
 
     async def __aiter__(self) -> AsyncIterator[InputRecord]:
         assert self._consumer is not None, "open the snapshot with `async with` first"
+        consumer = self._consumer
         remaining = {tp: end for tp, end in self._ends.items() if end > 0}
         while remaining:
-            batches = await self._consumer.getmany(*remaining, timeout_ms=1000)
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
             for tp, records in batches.items():
-                end = remaining.get(tp, 0)
                 for record in records:
-                    if record.offset < end:
+                    if record.offset < remaining[tp]:
                         yield record
-                if records and records[-1].offset + 1 >= end:
-                    remaining.pop(tp, None)
+            # By position, not by the last record: control records are never returned.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= remaining[tp]:
+                    del remaining[tp]
 
 
 async def inspect(bootstrap: str, topic: str, samples: int) -> Inspection:

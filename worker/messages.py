@@ -1,8 +1,9 @@
 """The records the worker writes to Kafka: `customer.updated` events and dead letters."""
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from pydantic_core import to_json
 
 from contracts.updated import ERASED_TYPE, UPDATED_TYPE, WORKER_SOURCE
 from worker.domain.clock import format_time
@@ -61,7 +62,7 @@ def customer_updated(
             "cause": {"id": cause.id, "source": cause.source, "type": cause.type},
         },
     }
-    value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    value = to_json(event)
     return OutMessage(
         topic,
         key,

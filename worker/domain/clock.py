@@ -6,8 +6,10 @@ with milliseconds and `Z`.
 """
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -16,10 +18,11 @@ def to_micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
+@lru_cache(maxsize=65_536)  # a record renders the same few times again and again
 def format_micros(micros: int) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, milliseconds truncated."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    moment = _NAIVE_EPOCH + timedelta(microseconds=micros)
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def format_time(value: datetime) -> str:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from pydantic_core import to_json
+
 from contracts.customers import (
     ADDRESS_FIELDS,
     CustomerCreate,
@@ -56,13 +58,9 @@ class Step:
     micros: int
     ops: tuple[Op, ...]
 
-    def encode(self) -> str:
+    def encode(self) -> bytes:
         """JSON argument of the Lua step."""
-        return json.dumps(
-            {"m": self.marker, "t": str(self.micros), "o": self.ops},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        return to_json({"m": self.marker, "t": str(self.micros), "o": self.ops})
 
 
 def marker_of(event: AnyInputEvent) -> str:
@@ -71,6 +69,7 @@ def marker_of(event: AnyInputEvent) -> str:
 
 
 def _json(value: Any) -> str:
+    """Canonical JSON text of a register's value (sorted keys: equal values, equal text)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 

@@ -8,11 +8,12 @@ trip, a write round trip and a retry loop under contention, and cannot be pipeli
 customers. Every key below carries the hash tag {customer_id}, so one call is one slot and
 the script runs unchanged on Redis Cluster.
 
-KEYS  1 record hash (rendered state + bookkeeping)   2 stamps hash (register -> "time|marker")
-      3 card balances hash                           4 orders hash (order id -> JSON state)
-      5 counted orders zset (score = order date)      6 contributions hash (natural key -> JSON)
-      7 dedup markers zset (marker -> version after the event was applied)
-      8 replay log zset (event JSON, score = event time): the recent events, for erasure
+KEYS  1 record hash: rendered state, bookkeeping, and the stamp ("micros|marker") of every
+        register under "@" + its name (read with the record: no extra round trip per register)
+      2 card balances hash                           3 orders hash (order id -> JSON state)
+      4 counted orders zset (score = order date)      5 contributions hash (natural key -> JSON)
+      6 dedup markers zset (marker -> version after the event was applied)
+      7 replay log zset (event JSON, score = event time): the recent events, for erasure
 ARGV  1 version known to be published   2 "1" = a snapshot after every applied event
       3 max markers and log entries kept per customer
       4 replay window in microseconds    5.. one JSON event each: {m = marker, t = micros, o = ops}
@@ -21,7 +22,9 @@ Erasure and order: an erase at time T wipes the state, then folds again the logg
 dated after T (those that arrived before the erase did), so the record does not depend on
 whether they arrived before or after it. This is exact while those events are still in the
 log (dated within the window before the customer's latest event, and among the last entries
-kept); `lx` records the latest time evicted from the log, beyond which it is not.
+kept); bookkeeping `lx` records the latest time evicted from the log, beyond which it is not.
+Bookkeeping also counts markers (`dn`) and log entries (`ln`) and keeps the oldest logged time
+(`lo`), so that bounding them costs nothing until there is something to evict.
 
 Returns { outcomes, snapshot... } where outcomes has one letter per event (A applied,
 U applied without visible change, I ignored as erased, D duplicate) and each snapshot is
@@ -32,15 +35,14 @@ at the end; an erase always gets its own, so that its tombstone is never conflat
 Numbers are kept as the decimal strings they arrive as, and formatted with %d when computed:
 Lua would otherwise print large integers in exponent form.
 
-Cost: the record hash is read once (HGETALL) into a table, changed in memory and written back
-once (one HSET, one HDEL); stamps and dedup markers are cached and written back once too. Per
-event only what it addresses is touched (its order, its card, its natural key), so a step's
-cost does not grow with the customer's history.
+Cost: the record hash (with the stamps) is read once into a table, changed in memory and
+written back once (one HSET, one HDEL); markers and log entries are written once per call.
+Per event only what it addresses is touched (its order, its card, its natural key), so a
+step's cost does not grow with the customer's history.
 ]]
 
-local R, G, B, O, LO, K, D, L = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
-  KEYS[8]
-local BOOKKEEPING = { v = true, pv = true, er = true, lx = true }
+local R, B, O, LO, K, D, L = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local BOOKKEEPING = { v = true, pv = true, er = true, lx = true, dn = true, ln = true, lo = true }
 local NULL = cjson.null
 local COUNTED = { PAID = true, FULFILLED = true }
 
@@ -69,14 +71,9 @@ do
   for k = 1, #flat, 2 do rec[flat[k]] = flat[k + 1] end
 end
 
--- Stamps ("micros|marker" per register), read on first use and written back at the end.
-local stamps, stamps_dirty = {}, {}
+-- Stamps ("micros|marker"), kept in the record under "@" + register name; not visible.
 local function stamp_of(register)
-  local s = stamps[register]
-  if s == nil then
-    s = redis.call('HGET', G, register) or false
-    stamps[register] = s
-  end
+  local s = rec['@' .. register]
   if not s then return nil end
   local bar = string.find(s, '|', 1, true)
   return tonumber(string.sub(s, 1, bar - 1)), string.sub(s, bar + 1)
@@ -90,8 +87,8 @@ local function wins(register)
 end
 
 local function take(register)
-  stamps[register] = ev_ts .. '|' .. ev_m
-  stamps_dirty[register] = true
+  rec['@' .. register] = ev_ts .. '|' .. ev_m
+  dirty['@' .. register] = true
 end
 
 -- Record writes, remembering the first old value of each field changed since the last
@@ -220,19 +217,46 @@ ops.O = function(op)
   end
 end
 
+-- Bookkeeping writes: not part of the record, so not tracked as changes.
+local function book(field, value)
+  if rec[field] ~= value then
+    rec[field], dirty[field] = value, true
+  end
+end
+
+-- Replay log entries of this call, written with one ZADD (before an erase reads the log).
+local log_args = {}
+local function flush_log()
+  if #log_args == 0 then return end
+  redis.call('ZADD', L, unpack(log_args))
+  local oldest = tonumber(rec.lo or log_args[1])
+  for k = 1, #log_args, 2 do oldest = math.min(oldest, tonumber(log_args[k])) end
+  book('ln', fmt(tonumber(rec.ln or '0') + #log_args / 2))
+  book('lo', fmt(oldest))
+  log_args = {}
+end
+
 -- Wipe everything but the bookkeeping; returns the logged events dated after the erase.
 local function erase()
+  flush_log()
   local after = redis.call('ZRANGEBYSCORE', L, '(' .. ev_ts, '+inf')
   redis.call('ZREMRANGEBYSCORE', L, '-inf', ev_ts)
   if ev_t < tonumber(rec.lx or '-1') then
     redis.log(redis.LOG_WARNING, 'customer-worker: erase older than the replay log of ' .. R)
   end
   for field in pairs(rec) do
-    if not BOOKKEEPING[field] then put(field, nil) end
+    if string.byte(field) == 64 then -- '@': a stamp, not part of the record
+      rec[field], dirty[field] = nil, true
+    elseif not BOOKKEEPING[field] then
+      put(field, nil)
+    end
   end
-  redis.call('DEL', G, B, O, LO, K)
-  stamps, stamps_dirty = {}, {}
+  redis.call('DEL', B, O, LO, K)
   put('er', ev_ts)
+  -- The log now holds exactly the events dated after the erase.
+  local oldest = redis.call('ZRANGE', L, 0, 0, 'WITHSCORES')[2]
+  book('ln', #after > 0 and fmt(#after) or nil)
+  book('lo', oldest)
   return after
 end
 
@@ -249,8 +273,10 @@ local function snapshot(version, index)
     diff[#diff + 1] = old
   end
   for field, value in pairs(rec) do
-    state[#state + 1] = field
-    state[#state + 1] = value
+    if string.byte(field) ~= 64 then -- stamps stay here
+      state[#state + 1] = field
+      state[#state + 1] = value
+    end
   end
   changed = {}
   return { version, index, diff, state }
@@ -288,7 +314,8 @@ for n = 5, #ARGV do
       erased_until = ev_t
     else
       apply_event(ev)
-      redis.call('ZADD', L, ev_ts, ARGV[n])
+      log_args[#log_args + 1] = ev_ts
+      log_args[#log_args + 1] = ARGV[n]
     end
     if changed_any then
       outcome, version, pending, last_applied = 'A', version + 1, true, index
@@ -317,6 +344,40 @@ for n = 5, #ARGV do
   outcomes[#outcomes + 1] = outcome
 end
 
+flush_log()
+
+-- Bound the markers and the replay log: by count, and the log also by age.
+local kept = tonumber(ARGV[3])
+if #markers_args > 0 then
+  redis.call('ZADD', D, unpack(markers_args))
+  local count = tonumber(rec.dn or '0') + #markers_args / 2
+  if count > kept then
+    redis.call('ZREMRANGEBYRANK', D, 0, count - kept - 1)
+    count = kept
+  end
+  book('dn', fmt(count))
+end
+local evicted = tonumber(rec.lx or '-1')
+if rec.ua and rec.lo then
+  local cut = tonumber(rec.ua) - tonumber(ARGV[4])
+  if tonumber(rec.lo) <= cut then
+    local last = redis.call('ZREVRANGEBYSCORE', L, fmt(cut), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    evicted = math.max(evicted, tonumber(last[2]))
+    book('ln', fmt(tonumber(rec.ln) - redis.call('ZREMRANGEBYSCORE', L, '-inf', fmt(cut))))
+  end
+end
+if rec.ln and tonumber(rec.ln) > kept then
+  local excess = tonumber(rec.ln) - kept
+  local last = redis.call('ZRANGE', L, excess - 1, excess - 1, 'WITHSCORES')
+  evicted = math.max(evicted, tonumber(last[2]))
+  redis.call('ZREMRANGEBYRANK', L, 0, excess - 1)
+  book('ln', fmt(kept))
+end
+if evicted > tonumber(rec.lx or '-1') then
+  book('lx', fmt(evicted))
+  book('lo', redis.call('ZRANGE', L, 0, 0, 'WITHSCORES')[2])
+end
+
 -- Write back what changed, in as few commands as possible (chunked: unpack has a limit).
 local function call_with(command, key, args)
   for first = 1, #args, 4000 do
@@ -334,34 +395,6 @@ for field in pairs(dirty) do
 end
 call_with('HDEL', R, dels)
 call_with('HSET', R, sets)
-local stamp_sets = {}
-for register in pairs(stamps_dirty) do
-  stamp_sets[#stamp_sets + 1] = register
-  stamp_sets[#stamp_sets + 1] = stamps[register]
-end
-call_with('HSET', G, stamp_sets)
-call_with('ZADD', D, markers_args)
-
--- Bound the markers and the replay log: by count, and the log also by age.
-local kept = tonumber(ARGV[3])
-local markers = redis.call('ZCARD', D)
-if markers > kept then redis.call('ZREMRANGEBYRANK', D, 0, markers - kept - 1) end
-local evicted = tonumber(rec.lx or '-1')
-if rec.ua then
-  local cut = fmt(tonumber(rec.ua) - tonumber(ARGV[4]))
-  local oldest = redis.call('ZREVRANGEBYSCORE', L, cut, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #oldest > 0 then
-    evicted = math.max(evicted, tonumber(oldest[2]))
-    redis.call('ZREMRANGEBYSCORE', L, '-inf', cut)
-  end
-end
-local logged = redis.call('ZCARD', L)
-if logged > kept then
-  local last = redis.call('ZRANGE', L, logged - kept - 1, logged - kept - 1, 'WITHSCORES')
-  evicted = math.max(evicted, tonumber(last[2]))
-  redis.call('ZREMRANGEBYRANK', L, 0, logged - kept - 1)
-end
-if evicted > tonumber(rec.lx or '-1') then redis.call('HSET', R, 'lx', fmt(evicted)) end
 
 if pending then
   result[#result + 1] = snapshot(version, last_applied)

@@ -117,7 +117,7 @@ class CustomerStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for batch in batches:
                 keys = self._keys.all(batch.customer_id)
-                args = [
+                args: list[str | bytes] = [
                     str(batch.confirmed_version),
                     self._every_change,
                     self._max_markers,

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 #: Suffixes of a customer's keys, in the order the Lua step expects them.
-SUFFIXES = ("r", "g", "b", "o", "lo", "k", "d", "lg")
+SUFFIXES = ("r", "b", "o", "lo", "k", "d", "lg")
 
 
 @dataclass(frozen=True, slots=True)
