@@ -86,7 +86,8 @@ class TopicSnapshot:
             consumer.assign(partitions)
             starts = await consumer.beginning_offsets(partitions)
             self._ends = dict(await consumer.end_offsets(partitions))
-            await consumer.seek_to_beginning(*partitions)
+            for partition in partitions:  # explicit offsets: no lazy reset to race with
+                consumer.seek(partition, starts[partition])
         except BaseException:
             await consumer.stop()
             raise
