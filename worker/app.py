@@ -16,11 +16,11 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from prometheus_client import make_asgi_app
-from redis.asyncio import Redis, RedisCluster
 
 from contracts.updated import CustomerUpdated
 from worker.assignment import AssignmentListener
 from worker.asyncapi import ContractAsyncAPI
+from worker.connections import connect_redis, kafka_options, kafka_security
 from worker.health import Health
 from worker.intake import Intake
 from worker.metrics import Metrics
@@ -53,18 +53,6 @@ async def _undecoded(message: StreamMessage[Records]) -> Records:
     return message.raw_message
 
 
-def connect_redis(settings: Settings) -> "Redis | RedisCluster":
-    """A client for the store: a single Redis or a Redis Cluster, with socket timeouts so a
-    hung server becomes a retried failure instead of a stuck batch."""
-    client_class = RedisCluster if settings.redis_cluster else Redis
-    return client_class.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-    )
-
-
 class Worker:
     """Owns the connections and the pipeline for the lifetime of the app.
 
@@ -83,10 +71,7 @@ class Worker:
         """Connect the producer and assemble the pipeline."""
         settings = self._settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+            **kafka_options(settings), acks="all", enable_idempotence=True, linger_ms=5
         )
         await self._producer.start()
         store = CustomerStore(
@@ -95,9 +80,10 @@ class Worker:
             max_markers=settings.dedup_max_markers,
             every_change=settings.publish_every_change,
             replay_window_seconds=settings.erase_replay_window_seconds,
+            max_record_fields=settings.limits.max_record_fields,
         )
         self._pipeline = BatchPipeline(
-            intake=Intake(settings.topics.inputs),
+            intake=Intake(settings.topics.inputs, settings.limits),
             store=store,
             publisher=Publisher(self._producer),
             topics=settings.topics,
@@ -108,6 +94,7 @@ class Worker:
                 settings.retry_max_seconds,
             ),
             metrics=self._metrics,
+            max_record_fields=settings.limits.max_record_fields,
         )
         self._health.started = True
 
@@ -158,6 +145,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
     pause = FailurePause(health, settings.retry_max_seconds)
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         consumer_only=True,
         graceful_timeout=settings.graceful_timeout_seconds,
         logger=logging.getLogger("faststream.access.kafka"),  # formatted like every other line

@@ -17,10 +17,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.events import TOPIC_OF_TYPE
 from worker import logs
-from worker.app import build_app, connect_redis
+from worker.app import build_app
+from worker.connections import connect_redis, kafka_options
 from worker.dead_letters import ReplayReport, TopicSnapshot, inspect, replay
 from worker.domain.record import render
-from worker.intake import Intake, Rejection
+from worker.intake import Intake
+from worker.rejection import Rejection
 from worker.schemas import export
 from worker.settings import Settings
 from worker.store.customer_store import CustomerStore
@@ -89,7 +91,7 @@ def topics_ensure(
     settings = Settings()
 
     async def ensure() -> list[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = AIOKafkaAdminClient(**kafka_options(settings))
         await admin.start()
         try:
             specs = contract_topics(settings.topics, partitions)
@@ -119,12 +121,12 @@ def send(
     topic = next((t for t, c in inputs.items() if c == contract_topic), None)
     if topic is None:
         raise _fail(f"unknown event type {event_type!r}")
-    decoded = Intake(inputs).decode(topic, raw)
+    decoded = Intake(inputs, settings.limits).decode(topic, raw)
     if isinstance(decoded, Rejection):
         raise _fail(f"{decoded.error_class}: {decoded.message}")
 
     async def produce() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(**kafka_options(settings), acks="all")
         await producer.start()
         try:
             await producer.send_and_wait(topic, raw, key=decoded.subject.encode())
@@ -147,7 +149,7 @@ def tail(
     async def read() -> int:
         consumer = AIOKafkaConsumer(
             settings.topics.customer_updated,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **kafka_options(settings),
             auto_offset_reset="earliest" if from_beginning else "latest",
         )
         await consumer.start()
@@ -210,7 +212,7 @@ def dlq_inspect(
     """Count the dead letters of TOPIC by error class and show samples (no values)."""
     settings = Settings()
     dlq = _dlq_topic(settings, topic)
-    report = _run_kafka(settings, inspect(settings.kafka_bootstrap_servers, dlq, samples))
+    report = _run_kafka(settings, inspect(kafka_options(settings), dlq, samples))
     if as_json:
         typer.echo(
             json.dumps(
@@ -245,16 +247,15 @@ def dlq_replay(
     dlq = _dlq_topic(settings, topic)
 
     async def run() -> ReplayReport:
-        async with TopicSnapshot(settings.kafka_bootstrap_servers, dlq) as snapshot:
+        async with TopicSnapshot(kafka_options(settings), dlq) as snapshot:
             producer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                acks="all",
-                enable_idempotence=True,
+                **kafka_options(settings), acks="all", enable_idempotence=True
             )
             await producer.start()
             try:
                 with typer.progressbar(length=snapshot.total, label=f"replaying {dlq}") as bar:
-                    return await replay(snapshot, producer, settings.topics, bar.update)
+                    intake = Intake(settings.topics.inputs, settings.limits)
+                    return await replay(snapshot, producer, intake, settings.topics, bar.update)
             finally:
                 await producer.stop()
 

@@ -8,13 +8,15 @@ worker deduplicates by event (`source`, `id`).
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.events import AnyInputEvent
-from worker.intake import Intake, Rejection
+from worker.intake import Intake
 from worker.records import InputRecord
+from worker.rejection import Rejection
 from worker.settings import Topics
 
 ERROR_HEADER_PREFIX = "x-"
@@ -58,15 +60,16 @@ def original_topic(record: InputRecord, topics: Topics) -> str:
 class TopicSnapshot:
     """Every record of a topic that is present when the snapshot is opened."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: dict[str, Any], topic: str) -> None:
+        """`kafka`: aiokafka connection options (see `worker.connections.kafka_options`)."""
+        self._kafka = kafka
         self._topic = topic
         self._consumer: AIOKafkaConsumer | None = None
         self._ends: dict[TopicPartition, int] = {}
         self.total = 0
 
     async def _partitions(self) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        admin = AIOKafkaAdminClient(**self._kafka)
         await admin.start()
         try:
             (described,) = await admin.describe_topics([self._topic])
@@ -78,9 +81,7 @@ class TopicSnapshot:
 
     async def __aenter__(self) -> "TopicSnapshot":
         partitions = await self._partitions()
-        consumer = self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False
-        )
+        consumer = self._consumer = AIOKafkaConsumer(**self._kafka, enable_auto_commit=False)
         await consumer.start()
         try:
             consumer.assign(partitions)
@@ -114,10 +115,10 @@ class TopicSnapshot:
                     del remaining[tp]
 
 
-async def inspect(bootstrap: str, topic: str, samples: int) -> Inspection:
+async def inspect(kafka: dict[str, Any], topic: str, samples: int) -> Inspection:
     """Count the dead letters of `topic` by error class, keeping `samples` of each."""
     report = Inspection()
-    async with TopicSnapshot(bootstrap, topic) as snapshot:
+    async with TopicSnapshot(kafka, topic) as snapshot:
         async for record in snapshot:
             _sample(report, record, samples)
     return report
@@ -146,13 +147,13 @@ def _sample(report: Inspection, record: InputRecord, samples: int) -> None:
 async def replay(
     snapshot: TopicSnapshot,
     producer: AIOKafkaProducer,
+    intake: Intake,
     topics: Topics,
     progress: Callable[[int], None],
 ) -> ReplayReport:
     """Re-publish the dead letters that now pass validation to their original topic
     (original key, value and headers); the ones that still fail are reported."""
     report = ReplayReport()
-    intake = Intake(topics.inputs)
     async for record in snapshot:
         target = original_topic(record, topics)
         verdict: AnyInputEvent | Rejection = (

@@ -5,44 +5,42 @@ in Rust); only a failure pays for classifying the error. Error messages name fie
 constraints but never echo input values: those may be personal data.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from contracts.envelope import Envelope
 from contracts.events import INPUT_TOPICS, AnyInputEvent
+from worker.limits import LimitCheck
+from worker.rejection import Rejection
+from worker.settings import Limits
 
 _ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a record cannot be applied; becomes the dead letter's error headers."""
-
-    error_class: str
-    message: str
 
 
 class Intake:
     """Decodes records of the input topics, each against its topic's event types."""
 
-    def __init__(self, topic_contracts: dict[str, str]) -> None:
+    def __init__(self, topic_contracts: dict[str, str], limits: Limits) -> None:
         """`topic_contracts` maps each consumed topic to the contract topic it carries."""
         self._adapters: dict[str, TypeAdapter[Any]] = {
             topic: TypeAdapter(INPUT_TOPICS[contract])
             for topic, contract in topic_contracts.items()
         }
+        self._limits = LimitCheck(limits)
 
     def decode(self, topic: str, value: bytes | None) -> AnyInputEvent | Rejection:
         """The event carried by `value`, or the rejection to dead-letter it with."""
         if not value:
             return Rejection("EmptyMessage", "the record has no value")
+        too_large = self._limits.size_problem(value)
+        if too_large is not None:
+            return too_large
         try:
             event: AnyInputEvent = self._adapters[topic].validate_json(value)
         except ValidationError as error:
             return _classify(value, error)
-        return event
+        return self._limits.problem(event) or event
 
 
 def _classify(value: bytes, error: ValidationError) -> Rejection:
@@ -56,6 +54,10 @@ def _classify(value: bytes, error: ValidationError) -> Rejection:
         return Rejection("InvalidJson", f"value is not JSON: {first['msg']}")
     if first["type"] == "union_tag_invalid":
         return Rejection("UnknownEventType", _describe(issues))
+    if any(issue["type"] == "string_pattern_mismatch" for issue in issues):
+        return Rejection(
+            "InvalidIdentifier", "an id contains control characters: " + _describe(issues)
+        )
     if not first["loc"]:  # not an object, or no `type` to pick the event model by
         return Rejection("InvalidEnvelope", _describe(issues))
     # Past the discriminator, the location starts with the event type; a location of the

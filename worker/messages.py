@@ -8,8 +8,8 @@ from pydantic_core import to_json
 from contracts.updated import ERASED_TYPE, UPDATED_TYPE, WORKER_SOURCE
 from worker.domain.clock import format_time
 from worker.domain.record import JsonDict
-from worker.intake import Rejection
 from worker.records import InputRecord
+from worker.rejection import Rejection
 
 Headers = list[tuple[str, bytes]]
 

@@ -19,11 +19,12 @@ from redis.exceptions import ResponseError
 from contracts.events import AnyInputEvent
 from worker.domain.record import changed_paths, render
 from worker.domain.steps import steps_of
-from worker.intake import Intake, Rejection
+from worker.intake import Intake
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter
 from worker.metrics import OUTCOMES, Metrics
 from worker.publisher import Publisher
 from worker.records import InputRecord
+from worker.rejection import Rejection
 from worker.retry import Retrier
 from worker.settings import Topics
 from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
@@ -59,6 +60,7 @@ class BatchPipeline:
         topics: Topics,
         retrier: Retrier,
         metrics: Metrics,
+        max_record_fields: int,
     ) -> None:
         self._intake = intake
         self._store = store
@@ -66,6 +68,7 @@ class BatchPipeline:
         self._topics = topics
         self._retrier = retrier
         self._metrics = metrics
+        self._max_fields = max_record_fields
         self._published: dict[str, int] = {}
 
     async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
@@ -75,7 +78,10 @@ class BatchPipeline:
         work, dead = self._plan(records)
         outcomes, rejected = await self._retrier.run("redis", lambda: self._apply(work))
         dead += rejected
-        messages = [self._dead_letter(record, why) for record, why in dead]
+        unique = {
+            (record.topic, record.partition, record.offset): (record, why) for record, why in dead
+        }
+        messages = [self._dead_letter(record, why) for record, why in unique.values()]
         versions: dict[str, int] = {}
         for item, outcome in outcomes:
             messages += self._announce(item, outcome, versions)
@@ -111,10 +117,11 @@ class BatchPipeline:
         counts: Counter[tuple[str, str, str]] = Counter()
         for item, outcome in outcomes:
             for (record, event), letter in zip(item.sources, outcome.letters, strict=True):
-                if event.subject == item.batch.customer_id:
-                    counts[record.topic, event.type, OUTCOMES[letter]] += 1
+                outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
+                if outcome_name is not None and event.subject == item.batch.customer_id:
+                    counts[record.topic, event.type, outcome_name] += 1
                     if log.isEnabledFor(logging.DEBUG):
-                        log.debug("event %s", OUTCOMES[letter], extra=_event_fields(record, event))
+                        log.debug("event %s", outcome_name, extra=_event_fields(record, event))
         for labels, count in counts.items():
             self._metrics.events.labels(*labels).inc(count)
 
@@ -148,6 +155,7 @@ class BatchPipeline:
                 await self._isolate(item, done, dead)
             else:
                 done.append((item, result))
+                dead += _refused(item, result, self._max_fields)
         return done, dead
 
     async def _isolate(self, item: _Work, done: _Applied, dead: list[_Dead]) -> None:
@@ -190,6 +198,19 @@ class BatchPipeline:
         self._published.update(versions)
         while len(self._published) > _MAX_CONFIRMATIONS:
             del self._published[next(iter(self._published))]
+
+
+def _refused(item: _Work, outcome: Outcome, max_fields: int) -> list[_Dead]:
+    """Steps the store refused because the record would outgrow its cap."""
+    why = Rejection(
+        "RecordLimitExceeded",
+        f"the customer's record would exceed {max_fields} fields (CW_LIMITS__MAX_RECORD_FIELDS)",
+    )
+    return [
+        (record, why)
+        for (record, _), letter in zip(item.sources, outcome.letters, strict=True)
+        if letter == "R"
+    ]
 
 
 def _event_fields(record: InputRecord, event: AnyInputEvent) -> dict[str, object]:

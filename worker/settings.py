@@ -5,9 +5,10 @@ connection settings also accept the conventional `KAFKA_BOOTSTRAP_SERVERS` and `
 which is what the local stack script exports.
 """
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +37,43 @@ class Topics(BaseModel):
         return topic + self.dlq_suffix
 
 
+class Limits(BaseModel):
+    """Bounds on what one message or one customer can make the worker do or store.
+
+    Each rejected message goes to the dead-letter topic with the error class named here.
+    """
+
+    max_message_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="MessageTooLarge: bytes of a record's value."
+    )
+    max_text_length: int = Field(
+        default=1024, ge=1, le=1024, description="LimitExceeded: characters of a text field."
+    )
+    max_list_items: int = Field(
+        default=64, ge=1, le=256, description="LimitExceeded: items of `tags` or `addresses`."
+    )
+    max_metadata_keys: int = Field(
+        default=64, ge=1, description="LimitExceeded: `metadata` keys in one event."
+    )
+    max_metadata_value_bytes: int = Field(
+        default=4096, ge=16, description="LimitExceeded: JSON bytes of one metadata value."
+    )
+    max_past_days: int = Field(
+        default=3650, ge=1, description="TimestampOutOfRange: how old an event time may be."
+    )
+    max_future_seconds: int = Field(
+        default=3600, ge=0, description="TimestampOutOfRange: clock skew allowed ahead of now."
+    )
+    max_record_fields: int = Field(
+        default=2000,
+        ge=100,
+        description=(
+            "RecordLimitExceeded: fields one customer's stored record may hold (metadata "
+            "keys, campaigns, referrals, and one stamp per register)."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """Everything the worker reads from its environment."""
 
@@ -53,6 +91,34 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CW_REDIS_URL", "REDIS_URL"),
         description="redis:// or rediss:// URL of the store.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How to reach Kafka: TLS and/or SASL authentication."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols only)."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (from a secret; never logged)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) to verify the brokers (SSL and SASL_SSL)."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="Client private key (PEM) for mutual TLS."
+    )
+    redis_username: str | None = Field(
+        default=None, description="Redis ACL user (else the one in CW_REDIS_URL, if any)."
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (from a secret; never logged)."
+    )
+    redis_ssl_ca_certs: Path | None = Field(
+        default=None, description="CA bundle (PEM) to verify Redis over TLS (rediss:// URLs)."
+    )
     redis_cluster: bool = Field(
         default=False,
         description=(
@@ -62,6 +128,7 @@ class Settings(BaseSettings):
     )
     group_id: str = Field(default="customer-worker", description="Kafka consumer group.")
     topics: Topics = Field(default_factory=Topics)
+    limits: Limits = Field(default_factory=Limits)
     key_prefix: str = Field(
         default="cw",
         pattern=r"^[A-Za-z0-9_.-]+$",

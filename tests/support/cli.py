@@ -6,9 +6,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, SecretStr
+
 from worker.settings import Settings
 
 SCRIPT = Path(sys.executable).parent / "customer-worker"
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -18,10 +28,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith("CW_") and key not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
     }
-    for name, value in settings.model_dump(exclude={"topics"}).items():
-        env[f"CW_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    for name, value in settings.topics.model_dump().items():
-        env[f"CW_TOPICS__{name.upper()}"] = str(value)
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):  # nested: CW_TOPICS__ORDER_EVENTS=...
+            for inner in type(value).model_fields:
+                env[f"CW_{name.upper()}__{inner.upper()}"] = _env_value(getattr(value, inner))
+        elif value is not None:
+            env[f"CW_{name.upper()}"] = _env_value(value)
     return env
 
 

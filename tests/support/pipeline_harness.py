@@ -13,7 +13,7 @@ from worker.messages import OutMessage
 from worker.metrics import Metrics
 from worker.pipeline import BatchPipeline
 from worker.retry import Retrier
-from worker.settings import Topics
+from worker.settings import Limits, Topics
 from worker.store.customer_store import CustomerStore
 
 
@@ -63,21 +63,28 @@ class Harness:
         every_change: bool = False,
         max_markers: int = 1000,
         replay_window_seconds: int = 86_400,
+        limits: Limits | None = None,
     ) -> None:
         topics = Topics()
         self.store = CustomerStore(
-            redis, key_prefix, max_markers, every_change, replay_window_seconds
+            redis,
+            key_prefix,
+            max_markers,
+            every_change,
+            replay_window_seconds,
+            (limits or Limits()).max_record_fields,
         )
         self.publisher = RecordingPublisher()
         self.health = Health()
         self.metrics = Metrics()
         self.pipeline = BatchPipeline(
-            intake=Intake(topics.inputs),
+            intake=Intake(topics.inputs, limits or Limits()),
             store=self.store,
             publisher=self.publisher,  # type: ignore[arg-type]
             topics=topics,
             retrier=Retrier(self.health, self.metrics, 0.01, 0.1),
             metrics=self.metrics,
+            max_record_fields=(limits or Limits()).max_record_fields,
         )
         self._offset = 0
 

@@ -16,7 +16,8 @@ KEYS  1 record hash: rendered state, bookkeeping, and the stamp ("micros|marker"
       7 replay log zset (event JSON, score = event time): the recent events, for erasure
 ARGV  1 version known to be published   2 "1" = a snapshot after every applied event
       3 max markers and log entries kept per customer
-      4 replay window in microseconds    5.. one JSON event each: {m = marker, t = micros, o = ops}
+      4 replay window in microseconds    5 max fields of the record hash (stamps included)
+      6.. one JSON event each: {m = marker, t = micros, o = ops}
 
 Erasure and order: an erase at time T wipes the state, then folds again the logged events
 dated after T (those that arrived before the erase did), so the record does not depend on
@@ -27,7 +28,9 @@ Bookkeeping also counts markers (`dn`) and log entries (`ln`) and keeps the olde
 (`lo`), so that bounding them costs nothing until there is something to evict.
 
 Returns { outcomes, snapshot... } where outcomes has one letter per event (A applied,
-U applied without visible change, I ignored as erased, D duplicate) and each snapshot is
+U applied without visible change, I ignored as erased, D duplicate, R refused because it
+would grow the record beyond its cap: not applied, not marked, for the dead-letter topic) and
+each snapshot is
 { version, index of the event it is due to, {field, old value or false, ...},
 {field, value, ...} }. Snapshots are taken after every applied event when asked, else once
 at the end; an erase always gets its own, so that its tombstone is never conflated away.
@@ -65,10 +68,22 @@ local function later(t1, m1, t2, m2)
 end
 
 -- The record hash as a table; `dirty` lists the fields to write back (nil value = delete).
-local rec, dirty = {}, {}
+local rec, dirty, size = {}, {}, 0
 do
   local flat = redis.call('HGETALL', R)
   for k = 1, #flat, 2 do rec[flat[k]] = flat[k + 1] end
+  size = #flat / 2
+end
+
+-- Every change of the record table goes through here, which keeps `size` right.
+local function assign(field, value)
+  local old = rec[field]
+  if old == nil and value ~= nil then
+    size = size + 1
+  elseif old ~= nil and value == nil then
+    size = size - 1
+  end
+  rec[field], dirty[field] = value, true
 end
 
 -- Stamps ("micros|marker"), kept in the record under "@" + register name; not visible.
@@ -87,8 +102,7 @@ local function wins(register)
 end
 
 local function take(register)
-  rec['@' .. register] = ev_ts .. '|' .. ev_m
-  dirty['@' .. register] = true
+  assign('@' .. register, ev_ts .. '|' .. ev_m)
 end
 
 -- Record writes, remembering the first old value of each field changed since the last
@@ -97,8 +111,7 @@ local changed, changed_any = {}, false
 local function put(field, value)
   local old = rec[field]
   if old == value then return end
-  rec[field] = value
-  dirty[field] = true
+  assign(field, value)
   if changed[field] == nil then changed[field] = old or false end
   changed_any = true
 end
@@ -219,9 +232,7 @@ end
 
 -- Bookkeeping writes: not part of the record, so not tracked as changes.
 local function book(field, value)
-  if rec[field] ~= value then
-    rec[field], dirty[field] = value, true
-  end
+  if rec[field] ~= value then assign(field, value) end
 end
 
 -- Replay log entries of this call, written with one ZADD (before an erase reads the log).
@@ -246,7 +257,7 @@ local function erase()
   end
   for field in pairs(rec) do
     if string.byte(field) == 64 then -- '@': a stamp, not part of the record
-      rec[field], dirty[field] = nil, true
+      assign(field, nil)
     elseif not BOOKKEEPING[field] then
       put(field, nil)
     end
@@ -258,6 +269,30 @@ local function erase()
   book('ln', #after > 0 and fmt(#after) or nil)
   book('lo', oldest)
   return after
+end
+
+-- How many fields an event could add to the record, at most (a cheap upper bound).
+local function growth(ev)
+  local n = 4 -- created/updated times and a version may appear
+  for _, op in ipairs(ev.o) do
+    local kind = op[1]
+    if kind == 'S' or kind == 'B' then
+      if rec['@' .. op[2]] == nil then n = n + 1 end
+      if kind == 'S' and op[3] ~= NULL and rec[op[2]] == nil then n = n + 1 end
+    elseif kind == 'A' then
+      for k = 2, #op, 2 do
+        if rec[op[k]] == nil then n = n + 1 end
+      end
+    elseif kind == 'K' then
+      if op[3] ~= NULL and rec[op[3]] == nil then n = n + 1 end
+      for k = 5, #op, 2 do
+        if rec[op[k]] == nil then n = n + 1 end
+      end
+    elseif kind == 'O' then
+      n = n + 4 -- the order summary's fields
+    end
+  end
+  return n
 end
 
 local function apply_event(ev)
@@ -286,7 +321,7 @@ local version = tonumber(rec.v or '0')
 local published = tonumber(rec.pv or '0')
 if tonumber(ARGV[1]) > published then
   published = tonumber(ARGV[1])
-  rec.pv, dirty.pv = ARGV[1], true
+  book('pv', ARGV[1])
 end
 local each_change = ARGV[2] == '1'
 local erased_until = tonumber(rec.er or '-1')
@@ -294,8 +329,9 @@ local erased_until = tonumber(rec.er or '-1')
 local outcomes, result = {}, { '' }
 local new_markers, markers_args = {}, {}
 local pending, last_applied, republish_for = false, 0, 0
-for n = 5, #ARGV do
-  local index = n - 4
+local max_size = tonumber(ARGV[5])
+for n = 6, #ARGV do
+  local index = n - 5
   local ev = cjson.decode(ARGV[n])
   ev_ts, ev_t, ev_m = ev.t, tonumber(ev.t), ev.m
   local seen = new_markers[ev_m] or redis.call('ZSCORE', D, ev_m)
@@ -305,6 +341,8 @@ for n = 5, #ARGV do
     if tonumber(seen) > published then republish_for = index end
   elseif ev_t <= erased_until then
     outcome = 'I'
+  elseif size + growth(ev) > max_size then
+    outcome = 'R'
   else
     changed_any = false
     local erasing = ev.o[1][1] == 'E'
@@ -319,7 +357,7 @@ for n = 5, #ARGV do
     end
     if changed_any then
       outcome, version, pending, last_applied = 'A', version + 1, true, index
-      rec.v, dirty.v = fmt(version), true
+      book('v', fmt(version))
       if each_change or erasing then
         result[#result + 1] = snapshot(version, index)
         pending = false
@@ -332,11 +370,11 @@ for n = 5, #ARGV do
       for _, logged in ipairs(refold) do apply_event(cjson.decode(logged)) end
       if changed_any then
         version, pending = version + 1, true
-        rec.v, dirty.v = fmt(version), true
+        book('v', fmt(version))
       end
     end
   end
-  if not seen then
+  if not seen and outcome ~= 'R' then
     new_markers[ev_m] = fmt(version)
     markers_args[#markers_args + 1] = new_markers[ev_m]
     markers_args[#markers_args + 1] = ev_m

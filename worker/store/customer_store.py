@@ -42,8 +42,8 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Per-step outcome letters (A applied, U unchanged, I ignored as erased, D duplicate)
-    and the snapshots to publish."""
+    """Per-step outcome letters (A applied, U unchanged, I ignored as erased, D duplicate,
+    R refused: the record would outgrow its cap) and the snapshots to publish."""
 
     letters: str
     snapshots: list[Snapshot] = field(default_factory=list)
@@ -80,12 +80,14 @@ class CustomerStore:
         max_markers: int,
         every_change: bool,
         replay_window_seconds: int = 86_400,
+        max_record_fields: int = 2000,
     ) -> None:
         self._redis = redis
         self._keys = KeyLayout(key_prefix)
         self._max_markers = str(max_markers)
         self._every_change = "1" if every_change else "0"
         self._replay_window = str(replay_window_seconds * 1_000_000)
+        self._max_fields = str(max_record_fields)
         self._sha: str | None = None
 
     async def _load(self) -> str:
@@ -122,6 +124,7 @@ class CustomerStore:
                     self._every_change,
                     self._max_markers,
                     self._replay_window,
+                    self._max_fields,
                 ]
                 args += [step.encode() for step in batch.steps]
                 # Not `pipe.evalsha`: redis-py refuses that name on cluster pipelines, while
