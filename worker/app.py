@@ -24,8 +24,15 @@ from worker.connections import connect_redis, kafka_options, kafka_security
 from worker.health import Health
 from worker.intake import Intake
 from worker.metrics import Metrics
-from worker.offsets import FailurePause, RewindOnFailure, commit
-from worker.pipeline import BatchPipeline
+from worker.offsets import (
+    BatchAbandoned,
+    FailurePause,
+    PublishFailed,
+    RewindOnFailure,
+    commit,
+    rewind,
+)
+from worker.pipeline import AppliedBatch, BatchPipeline
 from worker.publisher import Publisher
 from worker.records import InputRecord
 from worker.retry import Retrier
@@ -66,6 +73,8 @@ class Worker:
         self._redis = connect_redis(settings)
         self._producer: AIOKafkaProducer | None = None
         self._pipeline: BatchPipeline | None = None
+        self._tail: asyncio.Task[None] | None = None
+        self.pause = FailurePause(health, settings.retry_max_seconds)
 
     async def start(self) -> None:
         """Connect the producer and assemble the pipeline."""
@@ -99,16 +108,50 @@ class Worker:
         self._health.started = True
 
     async def stop(self) -> None:
-        """Flush and close the connections (after the consumer has stopped)."""
+        """Finish the last batch, flush and close the connections."""
         self._health.started = False
+        await self._previous_batch()
         if self._producer is not None:
             await self._producer.stop()
         await self._redis.aclose()
 
     async def handle(self, records: Records, consumer: AIOKafkaConsumer) -> None:
-        """Apply, publish, then commit: offsets move only after both succeeded."""
+        """Apply in Redis now; publish, then commit, in a task of its own.
+
+        The second half of a batch (rendering and producing its output, waiting for the
+        acknowledgements, committing) overlaps with the first half of the next batch
+        (decoding, the Redis round trip). Order is kept: the next batch's output is produced
+        only once this batch's is acknowledged and committed, and Redis steps run one batch
+        after the other.
+        """
         assert self._pipeline is not None, "the worker is not started"
-        offsets = await self._pipeline.process(records)
+        applied = await self._pipeline.apply(records)
+        try:
+            await self._previous_batch()
+        except PublishFailed as failure:
+            # This batch may have been fetched before the rewind (later records) or after
+            # it (the same records again): rewind to the earliest of both, and drop it.
+            rewind(consumer, [*failure.records, *records])
+            raise BatchAbandoned("the previous batch failed; both were rewound") from failure
+        self._tail = asyncio.create_task(self._complete(applied, consumer))
+
+    async def _previous_batch(self) -> None:
+        """Wait for the previous batch's publish and commit (raises PublishFailed)."""
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            await tail
+
+    async def _complete(self, applied: AppliedBatch, consumer: AIOKafkaConsumer) -> None:
+        assert self._pipeline is not None
+        try:
+            offsets = await self._pipeline.publish(applied)
+        except Exception:
+            # Already past this batch: rewind so that it is fetched and done again.
+            rewind(consumer, applied.records)
+            pause = self.pause.failed()
+            log.exception("publishing a batch failed; rewound, retrying in %.1fs", pause)
+            await asyncio.sleep(pause)
+            raise PublishFailed(applied.records) from None
         await commit(consumer, offsets)
         for partition, offset in offsets.items():
             highwater = consumer.highwater(partition)
@@ -142,7 +185,6 @@ def build_app(settings: Settings) -> AsgiFastStream:
     metrics.ready.set_function(lambda: 1.0 if health.ready else 0.0)
     worker = Worker(settings, health, metrics)
     topics = settings.topics
-    pause = FailurePause(health, settings.retry_max_seconds)
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
         security=kafka_security(settings),
@@ -151,7 +193,7 @@ def build_app(settings: Settings) -> AsgiFastStream:
         logger=logging.getLogger("faststream.access.kafka"),  # formatted like every other line
         log_level=logging.DEBUG,  # FastStream's per-batch "Received/Processed" lines
         middlewares=[
-            functools.partial(RewindOnFailure, pause=pause),
+            functools.partial(RewindOnFailure, pause=worker.pause),
             KafkaPrometheusMiddleware(registry=metrics.registry),
         ],
     )

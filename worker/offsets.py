@@ -51,6 +51,19 @@ def rewind(consumer: AIOKafkaConsumer, records: Sequence[InputRecord]) -> None:
             continue
 
 
+class BatchAbandoned(Exception):
+    """This batch is dropped unpublished because an earlier one failed and the consumer was
+    rewound to before both: committing this one would skip the failed one."""
+
+
+class PublishFailed(Exception):
+    """Publishing a batch failed unexpectedly; the consumer was rewound to its records."""
+
+    def __init__(self, records: Sequence[InputRecord]) -> None:
+        super().__init__(f"publishing a batch of {len(records)} records failed")
+        self.records = records
+
+
 class FailurePause:
     """Growing pause between attempts at a batch that keeps failing."""
 
@@ -90,6 +103,9 @@ class RewindOnFailure(BaseMiddleware):
             self._pause.succeeded()
             return False
         if not issubclass(exc_type, Exception):  # cancellation, shutdown: nothing committed
+            return False
+        if issubclass(exc_type, BatchAbandoned):  # rewound further back already
+            log.warning("batch abandoned: %s", exc_val)
             return False
         subscriber = self.context.get_local("handler_")
         if self.msg is not None and subscriber is not None and subscriber.consumer is not None:

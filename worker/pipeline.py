@@ -49,6 +49,16 @@ _Applied = list[tuple[_Work, Outcome]]
 _Dead = tuple[InputRecord, Rejection]
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """A batch applied in Redis whose output is not published yet."""
+
+    records: Sequence[InputRecord]
+    outcomes: _Applied
+    dead: list[_Dead]
+    started: float
+
+
 class BatchPipeline:
     """Processes batches of input records; stateless apart from pending confirmations."""
 
@@ -73,24 +83,30 @@ class BatchPipeline:
 
     async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
         """Handle the batch completely; returns the offsets to commit (last + 1)."""
-        metrics = self._metrics
+        return await self.publish(await self.apply(records))
+
+    async def apply(self, records: Sequence[InputRecord]) -> AppliedBatch:
+        """First half: decode and apply in Redis (nothing is published yet)."""
         started = time.perf_counter()
         work, dead = self._plan(records)
         outcomes, rejected = await self._retrier.run("redis", lambda: self._apply(work))
-        dead += rejected
-        unique = {
-            (record.topic, record.partition, record.offset): (record, why) for record, why in dead
-        }
+        return AppliedBatch(records, outcomes, dead + rejected, started)
+
+    async def publish(self, batch: AppliedBatch) -> dict[TopicPartition, int]:
+        """Second half: publish the batch's updates and dead letters, wait for every
+        acknowledgement; returns the offsets to commit (last + 1 per partition)."""
+        # One dead letter per record (both sides of a referral may refuse it).
+        unique = {(r.topic, r.partition, r.offset): (r, why) for r, why in batch.dead}
         messages = [self._dead_letter(record, why) for record, why in unique.values()]
         versions: dict[str, int] = {}
-        for item, outcome in outcomes:
+        for item, outcome in batch.outcomes:
             messages += self._announce(item, outcome, versions)
         await self._retrier.run("kafka", lambda: self._publish(messages))
         self._remember(versions)
-        self._count(outcomes)
-        metrics.batch_size.observe(len(records))
-        metrics.batch_seconds.observe(time.perf_counter() - started)
-        return _next_offsets(records)
+        self._count(batch.outcomes)
+        self._metrics.batch_size.observe(len(batch.records))
+        self._metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+        return _next_offsets(batch.records)
 
     async def _publish(self, messages: list[OutMessage]) -> None:
         with self._metrics.publish_seconds.time():

@@ -57,6 +57,11 @@ async def run_cli(settings: Settings, *args: str, stdin: bytes = b"") -> Result:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+    except TimeoutError:
+        process.kill()  # never leave a stuck command behind
+        await process.wait()
+        raise
     assert process.returncode is not None
     return Result(process.returncode, out.decode(), err.decode())
