@@ -82,7 +82,11 @@ class Worker:
         self._producer = AIOKafkaProducer(
             **kafka_options(settings), acks="all", enable_idempotence=True, linger_ms=5
         )
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except Exception:
+            await self._producer.stop()  # a clean failure: no "unclosed producer" noise
+            raise
         store = CustomerStore(
             self._redis,
             key_prefix=settings.key_prefix,

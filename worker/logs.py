@@ -70,3 +70,6 @@ def configure(log_format: LogFormat, level: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # aiokafka's DEBUG lines dump whole protocol requests and records: the SASL PLAIN
+    # password (SaslAuthenticateRequest) and every produced value (personal data).
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, root.level))
