@@ -26,3 +26,9 @@ def test_every_command_is_documented() -> None:
         subcommands = getattr(command, "commands", {})
         for sub in subcommands or [""]:
             assert f"customer-worker {name} {sub}".strip() in README, (name, sub)
+
+
+def test_the_recommended_redis_acl_is_the_tested_one() -> None:
+    from tests.support.secure_stack import WORKER_REDIS_ACL
+
+    assert f"user customer-worker on >PASSWORD {WORKER_REDIS_ACL}" in README
