@@ -20,7 +20,7 @@ from prometheus_client import make_asgi_app
 from contracts.updated import CustomerUpdated
 from worker.assignment import AssignmentListener
 from worker.asyncapi import ContractAsyncAPI
-from worker.connections import connect_redis, kafka_options, kafka_security
+from worker.connections import connect_redis, kafka_options, kafka_security, redacted
 from worker.health import Health
 from worker.intake import Intake
 from worker.metrics import Metrics
@@ -79,6 +79,16 @@ class Worker:
     async def start(self) -> None:
         """Connect the producer and assemble the pipeline."""
         settings = self._settings
+        log.info(
+            "starting",
+            extra={
+                "kafka": settings.kafka_bootstrap_servers,
+                "kafka_security": settings.kafka_security_protocol,
+                "redis": redacted(settings.redis_url),
+                "group_id": settings.group_id,
+                "inputs": list(settings.topics.inputs),
+            },
+        )
         self._producer = AIOKafkaProducer(
             **kafka_options(settings), acks="all", enable_idempotence=True, linger_ms=5
         )
