@@ -44,7 +44,7 @@ format: setup ## Apply ruff's formatting and fixes.
 	@$(UV) run --frozen ruff check --fix .
 
 bench: setup stack ## Measure throughput and latency (not a test; prints and writes JSON).
-	@$(WITH_STACK) $(UV) run --frozen python -m bench
+	@$(WITH_STACK) $(UV) run --frozen python -m tests.perf
 
 clean: ## Remove caches (not the stack).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -77,6 +77,8 @@ TOPICS=(
   "redemption.events.dlq    $PARTITIONS  -"
   "loyalty.events.dlq       $PARTITIONS  -"
   "customer.updated         $PARTITIONS  cleanup.policy=compact"
+  "customer-worker.referrals      $PARTITIONS  -"
+  "customer-worker.referrals.dlq  $PARTITIONS  -"
 )
 # ---------------------------------------------------------------------------------------------
 

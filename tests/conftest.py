@@ -36,6 +36,7 @@ def isolated_settings(stack: Services, **overrides: object) -> Settings:
         redemption_events=f"{run}.redemption.events",
         loyalty_events=f"{run}.loyalty.events",
         customer_updated=f"{run}.customer.updated",
+        referrals=f"{run}.referrals",
     )
     values: dict[str, object] = {
         "kafka_bootstrap_servers": stack.kafka_bootstrap_servers,

@@ -81,3 +81,24 @@ async def test_erase_is_order_independent_too(
     for customer, record in reference_records(events).items():
         state = await harness.store.state(customer)
         assert render(customer, state) == record, f"{customer}, seed {seed}"
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 80))
+async def test_a_small_replay_window_only_bounds_memory(
+    redis: "Redis", scratch_prefix: str, seed: int, count: int
+) -> None:
+    """A 2-second replay window over a 30-second span evicts constantly; without erases it
+    must change nothing, and the step must never fail."""
+    rng = random.Random(seed)
+    events = Generator(rng, CUSTOMERS, erases=False).events(count)
+    harness = Harness(redis, f"{scratch_prefix}-{uuid.uuid4().hex[:8]}", replay_window_seconds=2)
+    order = events + [e for e in events if rng.random() < 0.2]
+    rng.shuffle(order)
+    for start in range(0, len(order), 5):
+        await harness.deliver(order[start : start + 5])
+    assert not [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
+    for customer, record in reference_records(events).items():
+        assert render(customer, await harness.store.state(customer)) == record, seed

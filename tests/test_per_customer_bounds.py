@@ -63,3 +63,37 @@ async def test_a_late_erase_refolds_later_events_while_they_are_in_the_replay_lo
     await forgetful.deliver([later])
     await forgetful.deliver([erase])
     assert "p:name" not in await forgetful.store.state("c2")
+
+
+async def test_late_events_older_than_the_replay_window_do_not_break_the_step(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    """Regression: a late event dated before the window is logged and evicted at once; the
+    log's bookkeeping must follow, or the next eviction reads an entry that is gone."""
+    harness = Harness(redis, scratch_prefix)
+    day = 86_400
+    for seconds in (0, 2 * day, -day, 2 * day + 60, -2 * day, 3 * day):
+        tier = {"campaign_id": "k", "tier": f"t{seconds}"}
+        await harness.deliver([event("loyalty.tier.changed", "c3", tier, time=at(seconds))])
+    assert not [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
+    assert (await harness.store.state("c3"))["lct:k"] == f'"t{3 * day}"'
+
+
+async def test_an_erase_that_refolds_is_marked_and_republished_after_a_crash(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    """Regression: the erase's own dedup marker must be written (not the last refolded
+    event's), or its redelivery after a crash is ignored and its versions never published."""
+    later = event("customer.update", "c4", {"name": "After"}, time=at(10))
+    erase = event("customer.erase", "c4", time=at(5))
+    first = Harness(redis, scratch_prefix)
+    await first.deliver([later])
+    records = first.records_of([erase])
+    await first.pipeline.apply(records)  # applied in Redis, then the process dies unpublished
+    markers = await redis.zrange(KeyLayout(scratch_prefix).all("c4")[5], 0, -1, withscores=True)
+    assert dict(markers) == {f"{later['id']}\ntests": 1.0, f"{erase['id']}\ntests": 3.0}
+
+    restarted = Harness(redis, scratch_prefix)
+    await restarted.deliver([erase])  # redelivered: recognised, and its version published
+    (update,) = restarted.publisher.updates()["c4"]
+    assert dict(update.headers)["version"] == b"3"

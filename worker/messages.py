@@ -75,6 +75,11 @@ def customer_updated(
     )
 
 
+def forward(topic: str, key: str, record: InputRecord) -> OutMessage:
+    """An input record re-keyed to another topic, bytes and headers unchanged."""
+    return OutMessage(topic, key.encode(), record.value, list(record.headers))
+
+
 def dead_letter(topic: str, record: InputRecord, why: Rejection) -> OutMessage:
     """The original key, value and headers, plus where they came from and why they failed."""
     error_headers: Headers = [

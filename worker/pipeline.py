@@ -17,10 +17,11 @@ from aiokafka import TopicPartition
 from redis.exceptions import ResponseError
 
 from contracts.events import AnyInputEvent
+from contracts.loyalty import ReferralCompleted
 from worker.domain.record import changed_paths, render
-from worker.domain.steps import steps_of
+from worker.domain.steps import referrer_step_of, step_of
 from worker.intake import Intake
-from worker.messages import Cause, OutMessage, customer_updated, dead_letter
+from worker.messages import Cause, OutMessage, customer_updated, dead_letter, forward
 from worker.metrics import OUTCOMES, Metrics
 from worker.publisher import Publisher
 from worker.records import InputRecord
@@ -49,6 +50,16 @@ _Applied = list[tuple[_Work, Outcome]]
 _Dead = tuple[InputRecord, Rejection]
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A decoded batch: each customer's steps, the rejected records, the referrals to
+    forward to their referrer's worker."""
+
+    work: dict[str, _Work] = field(default_factory=dict)
+    dead: list[_Dead] = field(default_factory=list)
+    forward: list[OutMessage] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class AppliedBatch:
     """A batch applied in Redis whose output is not published yet."""
@@ -56,6 +67,7 @@ class AppliedBatch:
     records: Sequence[InputRecord]
     outcomes: _Applied
     dead: list[_Dead]
+    forward: list[OutMessage]
     started: float
 
 
@@ -88,16 +100,16 @@ class BatchPipeline:
     async def apply(self, records: Sequence[InputRecord]) -> AppliedBatch:
         """First half: decode and apply in Redis (nothing is published yet)."""
         started = time.perf_counter()
-        work, dead = self._plan(records)
+        plan = self._plan(records)
+        work = list(plan.work.values())
         outcomes, rejected = await self._retrier.run("redis", lambda: self._apply(work))
-        return AppliedBatch(records, outcomes, dead + rejected, started)
+        return AppliedBatch(records, outcomes, plan.dead + rejected, plan.forward, started)
 
     async def publish(self, batch: AppliedBatch) -> dict[TopicPartition, int]:
         """Second half: publish the batch's updates and dead letters, wait for every
         acknowledgement; returns the offsets to commit (last + 1 per partition)."""
-        # One dead letter per record (both sides of a referral may refuse it).
-        unique = {(r.topic, r.partition, r.offset): (r, why) for r, why in batch.dead}
-        messages = [self._dead_letter(record, why) for record, why in unique.values()]
+        messages = [self._dead_letter(record, why) for record, why in batch.dead]
+        messages += batch.forward
         versions: dict[str, int] = {}
         for item, outcome in batch.outcomes:
             messages += self._announce(item, outcome, versions)
@@ -129,36 +141,47 @@ class BatchPipeline:
         return dead_letter(self._topics.dlq(record.topic), record, why)
 
     def _count(self, outcomes: _Applied) -> None:
-        """Events by topic, type and outcome; a referral counts once (by its subject's step)."""
+        """Events by topic, type and outcome."""
         counts: Counter[tuple[str, str, str]] = Counter()
         for item, outcome in outcomes:
             for (record, event), letter in zip(item.sources, outcome.letters, strict=True):
                 outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
-                if outcome_name is not None and event.subject == item.batch.customer_id:
+                if outcome_name is not None:
                     counts[record.topic, event.type, outcome_name] += 1
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug("event %s", outcome_name, extra=_event_fields(record, event))
         for labels, count in counts.items():
             self._metrics.events.labels(*labels).inc(count)
 
-    def _plan(self, records: Sequence[InputRecord]) -> tuple[list[_Work], list[_Dead]]:
-        work: dict[str, _Work] = {}
-        dead: list[_Dead] = []
+    def _plan(self, records: Sequence[InputRecord]) -> _Plan:
+        """Decode and group by customer. A referral's referrer side is not applied here: it
+        is forwarded to the referrals topic, keyed by the referrer, so that the worker owning
+        the referrer applies it and every customer is written (and published) by one worker."""
+        plan = _Plan()
+        forwarded = self._topics.referrals
         for record in records:
             event = self._intake.decode(record.topic, record.value)
             if isinstance(event, Rejection):
-                dead.append((record, event))
+                plan.dead.append((record, event))
                 continue
-            for step in steps_of(event):
-                item = work.get(step.customer_id)
-                if item is None:
-                    confirmed = self._published.pop(step.customer_id, 0)
-                    item = work[step.customer_id] = _Work(
-                        CustomerBatch(step.customer_id, confirmed_version=confirmed)
-                    )
-                item.batch.steps.append(step)
-                item.sources.append((record, event))
-        return list(work.values()), dead
+            if record.topic != forwarded:
+                step = step_of(event)
+                if isinstance(event, ReferralCompleted):
+                    plan.forward.append(forward(forwarded, event.data.referrer_id, record))
+            elif isinstance(event, ReferralCompleted):
+                step = referrer_step_of(event)
+            else:
+                plan.dead.append((record, Rejection("UnknownEventType", "not a referral")))
+                continue
+            item = plan.work.get(step.customer_id)
+            if item is None:
+                confirmed = self._published.pop(step.customer_id, 0)
+                item = plan.work[step.customer_id] = _Work(
+                    CustomerBatch(step.customer_id, confirmed_version=confirmed)
+                )
+            item.batch.steps.append(step)
+            item.sources.append((record, event))
+        return plan
 
     async def _apply(self, work: list[_Work]) -> tuple[_Applied, list[_Dead]]:
         """Apply all customers' steps; a customer whose call Redis rejects is isolated."""

@@ -20,16 +20,24 @@ class Topics(BaseModel):
     redemption_events: str = "redemption.events"
     loyalty_events: str = "loyalty.events"
     customer_updated: str = "customer.updated"
+    referrals: str = Field(
+        default="customer-worker.referrals",
+        description=(
+            "Internal: referrals forwarded to the worker that owns the referrer (keyed by "
+            "its id), so that every customer is written by one worker only."
+        ),
+    )
     dlq_suffix: str = ".dlq"
 
     @property
     def inputs(self) -> dict[str, str]:
-        """Input topic name -> the contract topic whose event types it carries."""
+        """Consumed topic name -> the contract topic whose event types it carries."""
         return {
             self.customer_commands: "customer.commands",
             self.order_events: "order.events",
             self.redemption_events: "redemption.events",
             self.loyalty_events: "loyalty.events",
+            self.referrals: "loyalty.events",
         }
 
     def dlq(self, topic: str) -> str:
@@ -184,4 +192,12 @@ class Settings(BaseSettings):
     )
     graceful_timeout_seconds: float = Field(
         default=30.0, gt=0, description="How long shutdown waits for the batch in flight."
+    )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,  # the broker's default group.min.session.timeout.ms
+        description=(
+            "Kafka group session timeout: how long a crashed worker's partitions stay "
+            "unconsumed before the group hands them to the others."
+        ),
     )

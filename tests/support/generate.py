@@ -19,12 +19,18 @@ class Generator:
     """Builds events for a set of customers from one seeded random source."""
 
     def __init__(
-        self, rng: random.Random, customers: list[str], span_seconds: int = 30, erases: bool = True
+        self,
+        rng: random.Random,
+        customers: list[str],
+        span_seconds: int = 30,
+        erases: bool = True,
+        erase_weight: int = 2,
     ) -> None:
         self.rng = rng
         self.customers = customers
         self.span = span_seconds
         self.erases = erases
+        self.erase_weight = erase_weight
         self._ids = 0
 
     # -- scalars -------------------------------------------------------------------------
@@ -103,7 +109,7 @@ class Generator:
                 "tier",
                 "referral",
             ],
-            weights=[20, 3, 3, 2 if self.erases else 0, 25, 15, 15, 5, 6],
+            weights=[20, 3, 3, self.erase_weight if self.erases else 0, 25, 15, 15, 5, 6],
         )[0]
         if kind == "profile":
             return self.event(

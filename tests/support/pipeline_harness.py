@@ -92,6 +92,12 @@ class Harness:
         self, batch: Sequence[dict[str, Any] | bytes], topic: str | None = None
     ) -> None:
         """One batch of events (dicts are encoded, bytes sent as they are)."""
+        await self._process(self.records_of(batch, topic))
+
+    def records_of(
+        self, batch: Sequence[dict[str, Any] | bytes], topic: str | None = None
+    ) -> list[FakeRecord]:
+        """The records the consumer would hand over for these events."""
         records = []
         for item in batch:
             self._offset += 1
@@ -104,4 +110,19 @@ class Harness:
                     topic_of(item),
                 )
             records.append(FakeRecord(where, 0, self._offset, key, value))
+        return records
+
+    async def _process(self, records: list[FakeRecord]) -> None:
+        """Process a batch, then feed back what it forwarded to the referrals topic (as the
+        worker owning the referrer would consume it)."""
+        already = len(self.publisher.messages)
         await self.pipeline.process(records)
+        forwarded = [m for m in self.publisher.messages[already:] if m.topic == Topics().referrals]
+        if forwarded:
+            fed_back = []
+            for message in forwarded:
+                self._offset += 1
+                fed_back.append(
+                    FakeRecord(message.topic, 0, self._offset, message.key, message.value)
+                )
+            await self._process(fed_back)

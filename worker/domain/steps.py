@@ -236,10 +236,16 @@ _OPS: dict[str, Callable[[Any], list[Op]]] = {
 }
 
 
-def steps_of(event: AnyInputEvent) -> list[Step]:
-    """The steps an event makes: one per customer it touches (two for a referral)."""
-    marker, micros = marker_of(event), to_micros(event.time)
-    steps = [Step(event.subject, marker, micros, tuple(_OPS[event.type](event)))]
-    if isinstance(event, ReferralCompleted):
-        steps.append(Step(event.data.referrer_id, marker, micros, tuple(_referrer(event))))
-    return steps
+def step_of(event: AnyInputEvent) -> Step:
+    """The change an event makes to its subject (for a referral: the referee's side)."""
+    return Step(
+        event.subject, marker_of(event), to_micros(event.time), tuple(_OPS[event.type](event))
+    )
+
+
+def referrer_step_of(event: ReferralCompleted) -> Step:
+    """The referrer's side of a referral: applied by the worker that owns the referrer
+    (the referral is forwarded to it, keyed by the referrer's id)."""
+    return Step(
+        event.data.referrer_id, marker_of(event), to_micros(event.time), tuple(_referrer(event))
+    )

@@ -334,7 +334,9 @@ for n = 6, #ARGV do
   local index = n - 5
   local ev = cjson.decode(ARGV[n])
   ev_ts, ev_t, ev_m = ev.t, tonumber(ev.t), ev.m
-  local seen = new_markers[ev_m] or redis.call('ZSCORE', D, ev_m)
+  -- Its own marker, kept apart: folding logged events again (after an erase) moves ev_m.
+  local marker = ev.m
+  local seen = new_markers[marker] or redis.call('ZSCORE', D, marker)
   local outcome
   if seen then
     outcome = 'D'
@@ -375,9 +377,9 @@ for n = 6, #ARGV do
     end
   end
   if not seen and outcome ~= 'R' then
-    new_markers[ev_m] = fmt(version)
-    markers_args[#markers_args + 1] = new_markers[ev_m]
-    markers_args[#markers_args + 1] = ev_m
+    new_markers[marker] = fmt(version)
+    markers_args[#markers_args + 1] = new_markers[marker]
+    markers_args[#markers_args + 1] = marker
   end
   outcomes[#outcomes + 1] = outcome
 end
@@ -395,26 +397,26 @@ if #markers_args > 0 then
   end
   book('dn', fmt(count))
 end
-local evicted = tonumber(rec.lx or '-1')
-if rec.ua and rec.lo then
-  local cut = tonumber(rec.ua) - tonumber(ARGV[4])
-  if tonumber(rec.lo) <= cut then
-    local last = redis.call('ZREVRANGEBYSCORE', L, fmt(cut), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    evicted = math.max(evicted, tonumber(last[2]))
-    book('ln', fmt(tonumber(rec.ln) - redis.call('ZREMRANGEBYSCORE', L, '-inf', fmt(cut))))
-  end
+local evicted, removed = tonumber(rec.lx or '-1'), false
+local window = tonumber(ARGV[4])
+if rec.ua and rec.lo and tonumber(rec.lo) <= tonumber(rec.ua) - window then
+  local cut = fmt(tonumber(rec.ua) - window)
+  local last = redis.call('ZREVRANGEBYSCORE', L, cut, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #last > 0 then evicted = math.max(evicted, tonumber(last[2])) end
+  local gone = redis.call('ZREMRANGEBYSCORE', L, '-inf', cut)
+  book('ln', fmt(tonumber(rec.ln or '0') - gone))
+  removed = true
 end
 if rec.ln and tonumber(rec.ln) > kept then
   local excess = tonumber(rec.ln) - kept
   local last = redis.call('ZRANGE', L, excess - 1, excess - 1, 'WITHSCORES')
-  evicted = math.max(evicted, tonumber(last[2]))
+  if #last > 0 then evicted = math.max(evicted, tonumber(last[2])) end
   redis.call('ZREMRANGEBYRANK', L, 0, excess - 1)
   book('ln', fmt(kept))
+  removed = true
 end
-if evicted > tonumber(rec.lx or '-1') then
-  book('lx', fmt(evicted))
-  book('lo', redis.call('ZRANGE', L, 0, 0, 'WITHSCORES')[2])
-end
+if removed then book('lo', redis.call('ZRANGE', L, 0, 0, 'WITHSCORES')[2]) end
+if evicted > tonumber(rec.lx or '-1') then book('lx', fmt(evicted)) end
 
 -- Write back what changed, in as few commands as possible (chunked: unpack has a limit).
 local function call_with(command, key, args)

@@ -1,0 +1,122 @@
+"""The naive baseline: the worker's work written the way a typical FastStream user would.
+
+One `@broker.subscriber` handler per message (no batching), acknowledged after processing
+(`AckPolicy.ACK`, which commits the consumer's positions per message): validate the event
+with the contracts' TypeAdapter, one Redis round trip (the project's Lua step, one step per
+customer the event touches), render the record and await the publish of each
+`customer.updated` (acks=all) before the next message. Same output as the worker with
+`publish_every_change`, so the comparison is about the structure, not the work.
+
+Run as `python -m tests.perf.naive`, configured like the worker (CW_* variables); it stops
+on SIGTERM.
+"""
+
+import asyncio
+import logging
+import signal
+from typing import Any, cast
+
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import TypeAdapter
+from redis.asyncio import Redis
+
+from contracts.events import INPUT_TOPICS, AnyInputEvent
+from contracts.loyalty import ReferralCompleted
+from tests.perf.sandbox import source_topics
+from worker import logs
+from worker.domain.record import changed_paths, render
+from worker.domain.steps import Step, referrer_step_of, step_of
+from worker.messages import Cause, customer_updated
+from worker.settings import Settings
+from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
+
+
+def customer_steps(event: AnyInputEvent) -> list[Step]:
+    """The steps of an event for every customer it changes (a referral: both sides, at once,
+    as a naive handler would do it)."""
+    steps = [step_of(event)]
+    if isinstance(event, ReferralCompleted):
+        steps.append(referrer_step_of(event))
+    return steps
+
+
+def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
+    """The broker with its one per-message subscriber."""
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        logger=logging.getLogger("faststream.access.kafka"),
+    )
+    store = CustomerStore(
+        redis,
+        key_prefix=settings.key_prefix,
+        max_markers=settings.dedup_max_markers,
+        every_change=True,
+        replay_window_seconds=settings.erase_replay_window_seconds,
+    )
+    adapters: dict[str, TypeAdapter[Any]] = {
+        topic: TypeAdapter(INPUT_TOPICS[contract])
+        for topic, contract in source_topics(settings.topics).items()
+    }
+    output = settings.topics.customer_updated
+
+    @broker.subscriber(
+        *source_topics(settings.topics),
+        group_id=settings.group_id,
+        ack_policy=AckPolicy.ACK,
+        auto_offset_reset="earliest",
+    )
+    async def handle(message: KafkaMessage) -> None:
+        record = cast("ConsumerRecord[bytes, bytes]", message.raw_message)  # not a batch
+        event = adapters[record.topic].validate_json(record.value)
+        steps = customer_steps(event)
+        outcomes = await store.apply([CustomerBatch(step.customer_id, [step]) for step in steps])
+        cause = Cause(event.id, event.source, event.type)
+        for step, outcome in zip(steps, outcomes, strict=True):
+            if not isinstance(outcome, Outcome):
+                raise outcome
+            for snapshot in outcome.snapshots:
+                before = render(step.customer_id, snapshot.previous_state())
+                after = render(step.customer_id, snapshot.state)
+                out = customer_updated(
+                    output,
+                    step.customer_id,
+                    snapshot.version,
+                    after,
+                    changed_paths(before, after),
+                    cause,
+                )
+                await broker.publish(
+                    out.value,
+                    out.topic,
+                    key=out.key,
+                    headers={name: value.decode() for name, value in out.headers},
+                )
+
+    return broker
+
+
+async def serve() -> None:
+    """Consume until SIGTERM or SIGINT."""
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    broker = build_broker(settings, redis)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await broker.start()
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop()
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve())
