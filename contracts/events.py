@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, get_args
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from contracts.customers import (
     CustomerCreate,
@@ -38,23 +38,7 @@ LoyaltyEvent = Annotated[
 ]
 
 AnyInputEvent = Annotated[
-    CustomerCreate
-    | CustomerUpdate
-    | CustomerDelete
-    | CustomerRestore
-    | CustomerErase
-    | OrderCreated
-    | OrderPaid
-    | OrderFulfilled
-    | OrderCanceled
-    | RedemptionSucceeded
-    | RedemptionFailed
-    | RedemptionRollbackSucceeded
-    | RedemptionRollbackFailed
-    | PointsAdded
-    | PointsSubtracted
-    | TierChanged
-    | ReferralCompleted,
+    CustomerCommand | OrderEvent | RedemptionEvent | LoyaltyEvent,
     Field(discriminator="type"),
 ]
 """Any validated input event, whatever its topic."""
@@ -68,9 +52,18 @@ INPUT_TOPICS: dict[str, Any] = {
 }
 
 
+def _models_of(union: Any) -> tuple[type[BaseModel], ...]:
+    return get_args(get_args(union)[0])
+
+
 def _types_of(union: Any) -> tuple[str, ...]:
-    members = get_args(get_args(union)[0])
-    return tuple(get_args(m.model_fields["type"].annotation)[0] for m in members)
+    return tuple(get_args(m.model_fields["type"].annotation)[0] for m in _models_of(union))
+
+
+#: Every input event model, in topic order (for schema export and documentation).
+INPUT_EVENT_MODELS: tuple[type[BaseModel], ...] = tuple(
+    model for union in INPUT_TOPICS.values() for model in _models_of(union)
+)
 
 
 CUSTOMER_COMMAND_TYPES = _types_of(CustomerCommand)

@@ -11,9 +11,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from tests.support.bus import Bus
-from tests.support.services import Services, services
+from tests.support.services import Services, prefixed_topics, services
 from worker.app import build_app
-from worker.settings import Settings, Topics
+from worker.settings import Settings
 from worker.store.customer_store import CustomerStore
 from worker.topics import contract_topics, ensure_topics
 
@@ -30,14 +30,7 @@ def stack() -> Iterator[Services]:
 def isolated_settings(stack: Services, **overrides: object) -> Settings:
     """Settings with topics, group and key prefix of their own, so tests never interfere."""
     run = uuid.uuid4().hex[:10]
-    topics = Topics(
-        customer_commands=f"{run}.customer.commands",
-        order_events=f"{run}.order.events",
-        redemption_events=f"{run}.redemption.events",
-        loyalty_events=f"{run}.loyalty.events",
-        customer_updated=f"{run}.customer.updated",
-        referrals=f"{run}.referrals",
-    )
+    topics = prefixed_topics(run)
     values: dict[str, object] = {
         "kafka_bootstrap_servers": stack.kafka_bootstrap_servers,
         "redis_url": stack.redis_url,

@@ -5,6 +5,7 @@ from typing import Any
 
 from tests.support.bus import Bus
 from tests.support.events import at, event
+from tests.support.records import blank_record
 from worker.store.customer_store import CustomerStore
 
 
@@ -17,38 +18,7 @@ def iso(seconds: float) -> str:
 
 def blank(customer_id: str, created: float, updated: float) -> dict[str, Any]:
     """A record with nothing but its identity and timestamps."""
-    return {
-        "id": customer_id,
-        "object": "customer",
-        "metadata": {},
-        "system_metadata": {},
-        "summary": {
-            "redemptions": {
-                "total_redeemed": 0,
-                "total_failed": 0,
-                "total_succeeded": 0,
-                "total_rolled_back": 0,
-                "total_rollback_failed": 0,
-                "total_rollback_succeeded": 0,
-                "gift": {"redeemed_amount": 0, "amount_to_go": 0},
-                "loyalty_card": {"redeemed_points": 0, "points_to_go": 0},
-            },
-            "orders": {
-                "total_amount": 0,
-                "total_count": 0,
-                "average_amount": 0,
-                "last_order_amount": 0,
-            },
-        },
-        "loyalty": {"points": 0, "referred_customers": 0, "campaigns": {}},
-        "referrals": {"total": 0, "campaigns": []},
-        "created_at": iso(created),
-        "updated_at": iso(updated),
-        "status": "prospect",
-        "total_orders_count": 0,
-        "order_count": 0,
-        "loyalty_balance": 0,
-    }
+    return blank_record(customer_id, iso(created), iso(updated))
 
 
 GIFT = {"type": "GIFT_VOUCHER", "code": "GIFT-1"}

@@ -11,21 +11,15 @@ import uvicorn
 from tests.conftest import isolated_settings, topics_of
 from tests.support.bus import Bus
 from tests.support.events import at, event
-from tests.support.services import Services
+from tests.support.services import Services, free_ports
 from worker.app import build_app
 from worker.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The worker app behind uvicorn on a free port, and a client for it."""
-    port = free_port()
+    (port,) = free_ports(1)
     config = uvicorn.Config(
         build_app(settings), host="127.0.0.1", port=port, lifespan="on", log_config=None
     )

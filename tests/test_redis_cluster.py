@@ -2,17 +2,19 @@
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
-from tests.conftest import isolated_settings, running, topics_of
+from tests.conftest import isolated_settings, topics_of
 from tests.reference import reference_records
 from tests.support.bus import Bus
 from tests.support.generate import Generator
 from tests.support.redis_cluster import redis_cluster
 from tests.support.services import Services
+from tests.support.worker_process import WorkerProcess
 from worker.domain.record import render
 from worker.store.customer_store import CustomerStore
 from worker.store.keys import KeyLayout
@@ -33,35 +35,44 @@ def cluster_url() -> Iterator[str]:
         yield url
 
 
-async def test_end_to_end_on_a_redis_cluster(stack: Services, cluster_url: str) -> None:
+async def test_two_worker_processes_on_a_redis_cluster(
+    stack: Services, cluster_url: str, tmp_path: Path
+) -> None:
+    """The end-to-end workload, two `customer-worker run` processes in one group, the
+    store on three masters: every record exact, customers spread over all three."""
     settings = isolated_settings(stack, redis_url=cluster_url, redis_cluster=True)
     customers = [f"cl-{n}" for n in range(40)] + TRICKY_IDS
     events = Generator(random.Random(5), customers, erases=True).events(1200)
-    async with topics_of(settings), Bus(settings.kafka_bootstrap_servers, settings.topics) as bus:
-        async with running(settings):
-            for item in events:
-                await bus.send(item)
-            expected = reference_records(events)
-            await bus.wait_for(
-                lambda: all(
-                    (bus.updates.events(c) or [None])[-1] is None
-                    if record is None
-                    else (last := bus.updates.last_or_none(c)) is not None
-                    and last["data"]["customer"] == record
-                    for c, record in expected.items()
-                ),
-                within=90,
-                what="every customer's expected record",
-            )
-        client = RedisCluster.from_url(cluster_url, decode_responses=True)
-        try:
-            store = CustomerStore(client, settings.key_prefix, 256, False)
-            spread = set()
-            for customer, record in expected.items():
-                assert render(customer, await store.state(customer)) == record, customer
-                spread.add(
-                    client.get_node_from_key(KeyLayout(settings.key_prefix).record(customer)).port
-                )
-            assert len(spread) == 3  # the customers really are spread over the three masters
-        finally:
-            await client.aclose()
+    expected = reference_records(events)
+    async with (
+        topics_of(settings),
+        Bus(settings.kafka_bootstrap_servers, settings.topics) as bus,
+        WorkerProcess(settings, tmp_path, "first") as first,
+        WorkerProcess(settings, tmp_path, "second") as second,
+    ):
+        await first.wait_ready()
+        await second.wait_ready()  # both hold partitions of the group
+        for item in events:
+            await bus.send(item)
+        await bus.wait_for(
+            lambda: all(
+                (bus.updates.events(c) or [None])[-1] is None
+                if record is None
+                else (last := bus.updates.last_or_none(c)) is not None
+                and last["data"]["customer"] == record
+                for c, record in expected.items()
+            ),
+            within=120,
+            what="every customer's expected record",
+        )
+    client = RedisCluster.from_url(cluster_url, decode_responses=True)
+    try:
+        store = CustomerStore(client, settings.key_prefix, 256, False)
+        layout = KeyLayout(settings.key_prefix)
+        spread = set()
+        for customer, record in expected.items():
+            assert render(customer, await store.state(customer)) == record, customer
+            spread.add(client.get_node_from_key(layout.record(customer)).port)
+        assert len(spread) == 3  # the customers really are spread over the three masters
+    finally:
+        await client.aclose()

@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-try:  # `tests` as a package (tests/__init__.py present) or as a plain rootdir
-    from tests.reference import format_time, parse_time_us, reference_records
-except ImportError:  # pragma: no cover - depends on how pytest inserted sys.path
-    from reference import format_time, parse_time_us, reference_records
+from tests.reference import format_time, parse_time_us, reference_records
+from tests.support.records import blank_record
 
 SCHEMA_PATH = Path(__file__).parent / "samples" / "voucherify_customer_schema.json"
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -60,19 +58,6 @@ def one(events: list[dict[str, Any]], cid: str) -> dict[str, Any]:
     rec = reference_records(events)[cid]
     assert rec is not None
     return rec
-
-
-def empty_redemptions() -> dict[str, Any]:
-    return {
-        "total_redeemed": 0,
-        "total_failed": 0,
-        "total_succeeded": 0,
-        "total_rolled_back": 0,
-        "total_rollback_failed": 0,
-        "total_rollback_succeeded": 0,
-        "gift": {"redeemed_amount": 0, "amount_to_go": 0},
-        "loyalty_card": {"redeemed_points": 0, "points_to_go": 0},
-    }
 
 
 def redemption(
@@ -127,30 +112,7 @@ def test_time_parsing_and_ms_formatting() -> None:
 
 def test_minimal_record_shape() -> None:
     assert reference_records([ev("customer.create", "c1", T(5), {"name": "Ann"})]) == {
-        "c1": {
-            "id": "c1",
-            "object": "customer",
-            "name": "Ann",
-            "metadata": {},
-            "system_metadata": {},
-            "summary": {
-                "redemptions": empty_redemptions(),
-                "orders": {
-                    "total_amount": 0,
-                    "total_count": 0,
-                    "average_amount": 0,
-                    "last_order_amount": 0,
-                },
-            },
-            "loyalty": {"points": 0, "referred_customers": 0, "campaigns": {}},
-            "referrals": {"total": 0, "campaigns": []},
-            "created_at": F(5),
-            "updated_at": F(5),
-            "status": "prospect",
-            "total_orders_count": 0,
-            "order_count": 0,
-            "loyalty_balance": 0,
-        }
+        "c1": {**blank_record("c1", F(5), F(5)), "name": "Ann"}
     }
 
 

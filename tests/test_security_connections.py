@@ -30,8 +30,8 @@ from tests.support.secure_stack import (
     SecureStack,
     secure_stack,
 )
-from tests.support.secure_worker import WorkerProcess
 from tests.support.services import Services
+from tests.support.worker_process import WorkerProcess
 from worker.connections import kafka_options
 from worker.settings import Settings
 
@@ -170,9 +170,8 @@ async def test_wrong_kafka_credentials_fail_fast_and_clearly_without_leaking(
         else {"kafka_ssl_cafile": secured.foreign_ca}  # a CA that did not sign the broker's
     )
     settings = await secured_settings(secured, protocol, mechanism, **wrong)
-    worker = WorkerProcess(settings, tmp_path)
-    await worker.start()
-    code = await worker.wait_exit(within=FAIL_FAST_SECONDS)  # fails if it got through
+    async with WorkerProcess(settings, tmp_path) as worker:
+        code = await worker.wait_exit(within=FAIL_FAST_SECONDS)  # fails if it got through
     ensured = await run_cli(settings, "topics", "ensure")
     assert code != 0
     assert failure in worker.err

@@ -2,6 +2,7 @@
 fixed; these are the operator's, configurable and usually tighter)."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 from contracts.customers import CustomerCreate, CustomerProfile, CustomerUpdate
@@ -49,6 +50,21 @@ class LimitCheck:
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
+        self._window = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+        self._window_until = 0.0
+
+    def _bounds(self) -> tuple[datetime, datetime]:
+        """Earliest and latest acceptable event times; recomputed once a second, since an
+        exact `now` per event costs more than the rest of the checks."""
+        clock = time.monotonic()
+        if clock >= self._window_until:
+            now = datetime.now(UTC)
+            self._window = (
+                now - timedelta(days=self._limits.max_past_days),
+                now + timedelta(seconds=self._limits.max_future_seconds),
+            )
+            self._window_until = clock + 1.0
+        return self._window
 
     def size_problem(self, value: bytes) -> Rejection | None:
         """Checked before parsing, so a huge message costs nothing but its length."""
@@ -59,15 +75,13 @@ class LimitCheck:
             )
         return None
 
-    def problem(self, event: AnyInputEvent, now: datetime | None = None) -> Rejection | None:
+    def problem(self, event: AnyInputEvent) -> Rejection | None:
         """What is wrong with a valid event, if anything."""
-        now = now or datetime.now(UTC)
-        earliest = now - timedelta(days=self._limits.max_past_days)
-        latest = now + timedelta(seconds=self._limits.max_future_seconds)
-        times = [event.time]
-        if isinstance(event.data, OrderData) and event.data.created_at is not None:
-            times.append(event.data.created_at)
-        if any(not earliest <= moment <= latest for moment in times):
+        earliest, latest = self._bounds()
+        late = isinstance(event.data, OrderData) and event.data.created_at is not None
+        if not earliest <= event.time <= latest or (
+            late and not earliest <= event.data.created_at <= latest  # type: ignore[union-attr,operator]
+        ):
             return Rejection(
                 "TimestampOutOfRange",
                 f"a timestamp is outside [now - {self._limits.max_past_days} days, "

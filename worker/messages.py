@@ -40,8 +40,10 @@ def customer_updated(
     record: JsonDict | None,
     changed: list[str],
     cause: Cause,
+    time: str,
 ) -> OutMessage:
-    """A `customer.updated` CloudEvent, or the tombstone of an erased customer."""
+    """A `customer.updated` CloudEvent, or the tombstone of an erased customer. `time` is
+    when the batch was published (formatted once per batch)."""
     event_id = f"{customer_id}:{version}"
     headers: Headers = [("ce_id", event_id.encode()), ("version", str(version).encode())]
     key = customer_id.encode()
@@ -52,7 +54,7 @@ def customer_updated(
         "id": event_id,
         "source": WORKER_SOURCE,
         "type": UPDATED_TYPE,
-        "time": format_time(datetime.now(UTC)),
+        "time": time,
         "subject": customer_id,
         "datacontenttype": "application/json",
         "data": {

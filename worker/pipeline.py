@@ -12,13 +12,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 from redis.exceptions import ResponseError
 
 from contracts.events import AnyInputEvent
 from contracts.loyalty import ReferralCompleted
-from worker.domain.record import changed_paths, render
+from worker.domain.clock import format_time
+from worker.domain.record import render_change
 from worker.domain.steps import referrer_step_of, step_of
 from worker.intake import Intake
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter, forward
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 #: Published versions remembered until the customer's next step confirms them to Redis.
 #: Forgetting one only costs an unnecessary re-publish after a redelivery.
-_MAX_CONFIRMATIONS = 100_000
+_MAX_CONFIRMATIONS = 20_000
 
 
 @dataclass(slots=True)
@@ -111,8 +113,9 @@ class BatchPipeline:
         messages = [self._dead_letter(record, why) for record, why in batch.dead]
         messages += batch.forward
         versions: dict[str, int] = {}
+        now = format_time(datetime.now(UTC))
         for item, outcome in batch.outcomes:
-            messages += self._announce(item, outcome, versions)
+            messages += self._announce(item, outcome, versions, now)
         await self._retrier.run("kafka", lambda: self._publish(messages))
         self._remember(versions)
         self._count(batch.outcomes)
@@ -211,23 +214,23 @@ class BatchPipeline:
                 done.append((single, result))
 
     def _announce(
-        self, item: _Work, outcome: Outcome, versions: dict[str, int]
+        self, item: _Work, outcome: Outcome, versions: dict[str, int], now: str
     ) -> list[OutMessage]:
         """The `customer.updated` messages of one customer's snapshots."""
         customer_id = item.batch.customer_id
         messages = []
         for snapshot in outcome.snapshots:
             event = item.sources[snapshot.cause][1]
-            before = render(customer_id, snapshot.previous_state())
-            after = render(customer_id, snapshot.state)
+            record, changed = render_change(customer_id, snapshot.state, snapshot.before)
             messages.append(
                 customer_updated(
                     self._topics.customer_updated,
                     customer_id,
                     snapshot.version,
-                    after,
-                    changed_paths(before, after),
+                    record,
+                    changed,
                     Cause(event.id, event.source, event.type),
+                    now,
                 )
             )
             versions[customer_id] = snapshot.version

@@ -11,46 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from contracts.customers import (
-    CustomerCreate,
-    CustomerDelete,
-    CustomerErase,
-    CustomerRestore,
-    CustomerUpdate,
-)
-from contracts.events import INPUT_TOPICS
-from contracts.loyalty import PointsAdded, PointsSubtracted, ReferralCompleted, TierChanged
-from contracts.orders import OrderCanceled, OrderCreated, OrderFulfilled, OrderPaid
+from contracts.events import INPUT_EVENT_MODELS, INPUT_TOPICS
 from contracts.record import Customer
-from contracts.redemptions import (
-    RedemptionFailed,
-    RedemptionRollbackFailed,
-    RedemptionRollbackSucceeded,
-    RedemptionSucceeded,
-)
 from contracts.updated import CustomerUpdated
 
-MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
-    CustomerCreate,
-    CustomerUpdate,
-    CustomerDelete,
-    CustomerRestore,
-    CustomerErase,
-    OrderCreated,
-    OrderPaid,
-    OrderFulfilled,
-    OrderCanceled,
-    RedemptionSucceeded,
-    RedemptionFailed,
-    RedemptionRollbackSucceeded,
-    RedemptionRollbackFailed,
-    PointsAdded,
-    PointsSubtracted,
-    TierChanged,
-    ReferralCompleted,
-    Customer,
-    CustomerUpdated,
-)
+MESSAGE_MODELS: tuple[type[BaseModel], ...] = (*INPUT_EVENT_MODELS, Customer, CustomerUpdated)
 
 
 def _dump(document: Any) -> str:

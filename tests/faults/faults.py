@@ -6,7 +6,7 @@ import signal
 import time
 
 from tests.faults.scenario import Fault, Scene
-from tests.faults.worker_process import WorkerProcess
+from tests.support.worker_process import WorkerProcess
 
 #: Slack on top of the graceful timeout for the interpreter to exit after the app stopped.
 EXIT_MARGIN_SECONDS = 5.0
@@ -20,16 +20,6 @@ async def sample_readiness(worker: WorkerProcess, seconds: float) -> list[int | 
         statuses.append(await worker.readiness())
         await asyncio.sleep(0.2)
     return statuses
-
-
-async def wait_ready_again(worker: WorkerProcess, within: float = 60.0) -> float:
-    """Seconds until `/readyz` answers 200 again."""
-    started = time.monotonic()
-    while await worker.readiness() != 200:
-        if time.monotonic() - started > within:
-            raise AssertionError(f"{worker.name} not ready again within {within}s")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
 
 
 class KillWorker(Fault):
@@ -49,7 +39,7 @@ class KillWorker(Fault):
             code = await worker.kill()
             assert code == -signal.SIGKILL, f"worker ended with {code} before the kill"
             kills.append(round(scene.progress.fraction, 2))
-            worker.start()
+            await worker.start()
         scene.notes["kills_at_progress"] = kills
 
 
@@ -87,7 +77,7 @@ class StopWorker(Fault):
             if latest != version:
                 behind[customer] = f"stored v{version}, published v{latest}"
         assert not behind, f"after SIGTERM, {len(behind)} customers: {list(behind.items())[:5]}"
-        worker.start()
+        await worker.start()
 
 
 class KillRedis(Fault):
@@ -128,7 +118,7 @@ class PauseRedis(Fault):
             statuses = await sample_readiness(worker, self.seconds)
         finally:
             os.kill(pid, signal.SIGCONT)
-        recovered = await wait_ready_again(worker)
+        recovered = await worker.wait_ready()
         scene.notes.update(
             readyz_503_while_paused=statuses.count(503),
             readyz_polls_while_paused=len(statuses),

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -15,6 +15,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 
 from tests.faults.workload import Message
+from tests.support.bus import partitions
 from worker.settings import Topics
 
 T = TypeVar("T")
@@ -23,11 +24,6 @@ T = TypeVar("T")
 UNAVAILABLE = (KafkaError, OSError, TimeoutError)
 #: How long a producer may keep failing before it is replaced.
 RENEW_AFTER_SECONDS = 20.0
-
-
-def partitions(topics: Iterable[str], count: int) -> list[TopicPartition]:
-    """Every partition of `topics`, all created with `count` partitions."""
-    return [TopicPartition(topic, p) for topic in topics for p in range(count)]
 
 
 async def _bounded(call: Awaitable[T], within: float = 5.0) -> T | None:

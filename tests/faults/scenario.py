@@ -19,14 +19,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tests.faults.kafka_io import GroupProbe, InputProducer, OutputLog, partitions
+from tests.faults.kafka_io import GroupProbe, InputProducer, OutputLog
 from tests.faults.report import record, summary
 from tests.faults.stack import PrivateStack
 from tests.faults.verdict import DeadLetter, Published, Verdict, judge
-from tests.faults.worker_process import WorkerProcess
 from tests.faults.workload import Message, Workload, build_workload
 from tests.reference import reference_records
-from tests.support.cli import settings_env
+from tests.support.bus import partitions
+from tests.support.services import prefixed_topics
+from tests.support.worker_process import WorkerProcess
 from worker.domain import fields
 from worker.domain.record import render
 from worker.settings import Settings, Topics
@@ -108,14 +109,7 @@ class Scene:
         self.plan = plan
         self.workload = workload
         self.rng = random.Random(plan.seed)
-        self.topics = Topics(
-            customer_commands=f"f{run}.customer.commands",
-            order_events=f"f{run}.order.events",
-            redemption_events=f"f{run}.redemption.events",
-            loyalty_events=f"f{run}.loyalty.events",
-            customer_updated=f"f{run}.customer.updated",
-            referrals=f"f{run}.referrals",
-        )
+        self.topics = prefixed_topics(f"f{run}")
         self.group = f"faults-{run}"
         self.key_prefix = f"f{run}"
         self.inputs = partitions(self.topics.inputs, PARTITIONS)
@@ -126,14 +120,13 @@ class Scene:
         self.output = OutputLog(stack.bootstrap, self.topics, PARTITIONS)
         self.redis = Redis.from_url(stack.redis_url, decode_responses=True)
         self.store = CustomerStore(self.redis, self.key_prefix, 1000, False)
-        env = self._worker_env()
         self.workers = [
-            WorkerProcess(f"worker-{n}", env, workdir / f"worker-{n}.log")
+            WorkerProcess(self._worker_settings(), workdir, f"worker-{n}")
             for n in range(plan.workers)
         ]
 
-    def _worker_env(self) -> dict[str, str]:
-        settings = Settings(
+    def _worker_settings(self) -> Settings:
+        return Settings(
             kafka_bootstrap_servers=self.stack.bootstrap,
             redis_url=self.stack.redis_url,
             group_id=self.group,
@@ -145,7 +138,6 @@ class Scene:
             retry_max_seconds=1,
             graceful_timeout_seconds=self.plan.graceful_seconds,
         )
-        return {**settings_env(settings), "PYTHONUNBUFFERED": "1"}
 
     @asynccontextmanager
     async def opened(self) -> AsyncIterator["Scene"]:
@@ -162,7 +154,7 @@ class Scene:
                 stack.push_async_callback(client.stop)
             for worker in self.workers:
                 stack.push_async_callback(worker.stop)
-                worker.start()
+                await worker.start()
             for worker in self.workers:
                 await worker.wait_ready()
             yield self
@@ -260,7 +252,7 @@ class Scene:
 
     def logs(self) -> str:
         """Worker log tails and where the stack's logs are, for failure reports."""
-        parts = [f"--- {w.name} ({w.log_path}):\n{w.log_tail()}" for w in self.workers]
+        parts = [f"=== {w.name}:\n{w.log_tail()}" for w in self.workers]
         parts.append(f"--- stack logs: {self.stack.logs}")
         return "\n".join(parts)
 

@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.services import REPO
+
 SCRIPT = REPO / "deploy" / "local-stack.sh"
 
 #: Variables that would point the script (or a worker) at another stack.

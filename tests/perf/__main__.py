@@ -16,6 +16,7 @@ from tests.perf.ceiling import run_ceiling
 from tests.perf.kafka_io import produce_workload
 from tests.perf.measure import STACK_DIR, code_version, machine_facts
 from tests.perf.naive_run import run_naive
+from tests.perf.process import problems
 from tests.perf.report import Results, log, render, write_json
 from tests.perf.sandbox import PARTITIONS, Sandbox, provisioned
 from tests.perf.worker_run import WorkerUnderTest, run_backlog, run_live
@@ -137,7 +138,7 @@ async def _phases(
         results["ceiling"] = await run_ceiling(
             settings, sandbox.ceiling_group, sandbox.ceiling_output, args.events, redis
         )
-    worker = WorkerUnderTest(settings, args.output.with_suffix(".worker.log"))
+    worker = WorkerUnderTest(settings, args.output.parent, f"{args.output.stem}.worker")
     try:
         results["worker"] = await run_backlog(worker, redis, (RSS_CHECKPOINT,))
         if not args.skip_live:
@@ -155,7 +156,7 @@ async def _phases(
         exit_code = await worker.child.stop()
         if "worker" in results:
             results["worker"]["exit_code"] = exit_code
-            results["worker"]["log"] = worker.child.problems()
+            results["worker"]["log"] = problems(worker.child)
     if not args.skip_naive:
         # Its own copy of the backlog's first records: consuming them all, it sees the
         # workload's mix (on the shared topics it would drain a few partitions first).
@@ -164,7 +165,8 @@ async def _phases(
         results["naive"] = await run_naive(
             sandbox.naive,
             redis,
-            args.output.with_suffix(".naive.log"),
+            args.output.parent,
+            f"{args.output.stem}.naive",
             total=records,
             max_seconds=args.naive_seconds,
         )

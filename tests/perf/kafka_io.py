@@ -4,7 +4,7 @@ progress, and reading what a consumer under test wrote."""
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,11 +12,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.perf.report import log
 from tests.perf.workload import Message, Workload
-
-
-def partitions(topics: Iterable[str], count: int) -> list[TopicPartition]:
-    """Every partition of `topics` (all created with `count` partitions)."""
-    return [TopicPartition(topic, p) for topic in topics for p in range(count)]
 
 
 def idempotent_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:

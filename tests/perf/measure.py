@@ -17,7 +17,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.services import REPO
+
 STACK_DIR = Path(os.environ.get("CW_STACK_DIR", REPO / ".stack"))
 _TICKS = os.sysconf("SC_CLK_TCK")
 

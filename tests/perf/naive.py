@@ -14,6 +14,7 @@ on SIGTERM.
 import asyncio
 import logging
 import signal
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from aiokafka import ConsumerRecord
@@ -27,7 +28,8 @@ from contracts.events import INPUT_TOPICS, AnyInputEvent
 from contracts.loyalty import ReferralCompleted
 from tests.perf.sandbox import source_topics
 from worker import logs
-from worker.domain.record import changed_paths, render
+from worker.domain.clock import format_time
+from worker.domain.record import render_change
 from worker.domain.steps import Step, referrer_step_of, step_of
 from worker.messages import Cause, customer_updated
 from worker.settings import Settings
@@ -80,15 +82,10 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
             if not isinstance(outcome, Outcome):
                 raise outcome
             for snapshot in outcome.snapshots:
-                before = render(step.customer_id, snapshot.previous_state())
-                after = render(step.customer_id, snapshot.state)
+                record, changed = render_change(step.customer_id, snapshot.state, snapshot.before)
+                now = format_time(datetime.now(UTC))
                 out = customer_updated(
-                    output,
-                    step.customer_id,
-                    snapshot.version,
-                    after,
-                    changed_paths(before, after),
-                    cause,
+                    output, step.customer_id, snapshot.version, record, changed, cause, now
                 )
                 await broker.publish(
                     out.value,

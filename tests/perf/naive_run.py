@@ -17,12 +17,14 @@ from typing import Any
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
-from tests.perf.kafka_io import GroupProgress, partitions
-from tests.perf.measure import RedisCounters, Usage, per_10k
-from tests.perf.process import STALL_SECONDS, Child
+from tests.perf.kafka_io import GroupProgress
+from tests.perf.measure import RedisCounters, Usage, per_10k, process_memory
+from tests.perf.process import STALL_SECONDS, problems
 from tests.perf.report import log
 from tests.perf.sandbox import PARTITIONS, source_topics
+from tests.support.bus import partitions
 from tests.support.cli import settings_env
+from tests.support.worker_process import Child
 from worker.settings import Settings
 
 POLL_SECONDS = 0.25
@@ -31,7 +33,8 @@ POLL_SECONDS = 0.25
 async def run_naive(
     settings: Settings,
     redis: "Redis",
-    log_path: Path,
+    directory: Path,
+    name: str,
     *,
     total: int,
     max_seconds: float,
@@ -39,7 +42,7 @@ async def run_naive(
     """Run the naive consumer over (a prefix of) the `total` input records."""
     log(f"naive baseline: {total:,} records, at most {max_seconds:.0f}s")
     child = Child(
-        "naive", [sys.executable, "-m", "tests.perf.naive"], settings_env(settings), log_path
+        name, [sys.executable, "-m", "tests.perf.naive"], settings_env(settings), directory
     )
     inputs = partitions(source_topics(settings.topics), PARTITIONS)
     await child.start()
@@ -71,7 +74,7 @@ async def run_naive(
             seconds = time.monotonic() - began
             usage = (await Usage.read(redis, child.pid)).since(usage_before)
             calls = (await RedisCounters.read(redis)).since(redis_before)
-        memory = child.memory()
+        memory = process_memory(child.pid)
     finally:
         await child.stop()
     events = done - first
@@ -92,7 +95,7 @@ async def run_naive(
         "cpu_seconds_per_10k": per_10k(usage["subject"], events),
         "processed_by_topic": _by_topic(committed, source_topics(settings.topics)),
         "memory": memory,
-        "log": child.problems(),
+        "log": problems(child),
     }
 
 

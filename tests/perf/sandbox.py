@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from tests.perf.report import log
+from tests.support.services import prefixed_topics
 from worker.settings import Settings, Topics
 from worker.topics import TopicSpec, contract_topics, ensure_topics
 
@@ -30,17 +31,6 @@ def source_topics(topics: Topics) -> dict[str, str]:
     }
 
 
-def _prefixed_topics(prefix: str) -> Topics:
-    """Every topic name of `Topics` under `prefix`, including ones added after this was
-    written: a default name left in place would be the stack's real topic."""
-    names = {
-        name: f"{prefix}.{field.default}"
-        for name, field in Topics.model_fields.items()
-        if isinstance(field.default, str) and not name.endswith("_suffix")
-    }
-    return Topics.model_validate(names)
-
-
 @dataclass(frozen=True)
 class Sandbox:
     """Everything one run names."""
@@ -56,7 +46,7 @@ class Sandbox:
         """Fresh names for a run against the stack `base` points at."""
         run_id = uuid.uuid4().hex[:8]
         prefix = f"perf-{run_id}"
-        topics = _prefixed_topics(prefix)
+        topics = prefixed_topics(prefix)
         worker = base.model_copy(
             update={
                 "topics": topics,
@@ -68,7 +58,7 @@ class Sandbox:
         )
         naive = worker.model_copy(
             update={
-                "topics": _prefixed_topics(f"{prefix}.naive"),
+                "topics": prefixed_topics(f"{prefix}.naive"),
                 "group_id": f"{prefix}-naive",
                 "key_prefix": f"{prefix}-n",
             }

@@ -18,7 +18,6 @@ cause is not a live event (none once the backlog is done) are not counted.
 
 import asyncio
 import re
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,14 +31,14 @@ from tests.perf.kafka_io import (
     OffsetReader,
     UpdateTail,
     idempotent_producer,
-    partitions,
 )
-from tests.perf.measure import RedisCounters, Usage, per_10k, percentiles
-from tests.perf.process import STALL_SECONDS, Child, free_port, http_get
+from tests.perf.measure import RedisCounters, Usage, per_10k, percentiles, process_memory
+from tests.perf.process import STALL_SECONDS, http_get
 from tests.perf.report import log
 from tests.perf.sandbox import PARTITIONS, source_topics
 from tests.perf.workload import Workload
-from tests.support.cli import settings_env
+from tests.support.bus import partitions
+from tests.support.worker_process import WorkerProcess
 from worker.settings import Settings
 
 #: No new output for this long, with nothing left to commit, means the worker is done.
@@ -52,18 +51,9 @@ RSS_SAMPLE_SECONDS = 2.0
 class WorkerUnderTest:
     """The worker process, its HTTP port and the offsets it reads and writes."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, directory: Path, name: str) -> None:
         self.settings = settings
-        self.port = free_port()
-        argv = [
-            str(Path(sys.executable).parent / "customer-worker"),
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        self.child = Child("worker", argv, settings_env(settings), log_path)
+        self.child = WorkerProcess(settings, directory, name)
         # Everything it consumes (for its lag), and the public inputs (the events counted).
         self.consumed = partitions(settings.topics.inputs, PARTITIONS)
         self.sources = partitions(source_topics(settings.topics), PARTITIONS)
@@ -72,20 +62,13 @@ class WorkerUnderTest:
     async def start(self, within: float = 120.0) -> float:
         """Start the worker and wait for /readyz; the wall-clock time it became ready."""
         await self.child.start()
-        deadline = time.monotonic() + within
-        while True:
-            self.child.ensure_alive()
-            answer = await http_get(self.port, "/readyz")
-            if answer is not None and answer[0] == 200:
-                return time.time()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready within {within}s: {answer}")
-            await asyncio.sleep(0.05)
+        await self.child.wait_ready(within)
+        return time.time()
 
     async def metrics(self) -> dict[str, float]:
         """Totals of its Prometheus series, summed over labels; `name:outcome` also per
         outcome label. Empty when /metrics does not answer."""
-        answer = await http_get(self.port, "/metrics")
+        answer = await http_get(self.child.port, "/metrics")
         if answer is None or answer[0] != 200:
             return {}
         totals: dict[str, float] = defaultdict(float)
@@ -125,7 +108,7 @@ class WorkerUnderTest:
                 if on_poll is not None:
                     on_poll(sum(committed[tp] for tp in self.sources))
                 if now - last_log >= 5:
-                    rss = self.child.memory().get("rss", 0) / 2**20
+                    rss = process_memory(self.child.pid).get("rss", 0) / 2**20
                     log(f"worker committed {done:,}/{expected:,} records, RSS {rss:.0f} MiB")
                     last_log = now
                 output = sum((await offsets.ends(self.outputs)).values())
@@ -148,7 +131,7 @@ async def run_backlog(
     curve: list[tuple[float, int, int]] = []
 
     def sample(done: int) -> None:
-        memory = worker.child.memory()
+        memory = process_memory(worker.child.pid)
         for checkpoint in checkpoints:
             if done >= checkpoint and str(checkpoint) not in rss_at:
                 rss_at[str(checkpoint)] = {"processed": done, **memory}
@@ -159,7 +142,7 @@ async def run_backlog(
     usage = (await Usage.read(redis, worker.child.pid)).since(usage_before)
     calls = (await RedisCounters.read(redis)).since(redis_before)
     metrics = await worker.metrics()
-    memory = worker.child.memory()
+    memory = process_memory(worker.child.pid)
     async with OffsetReader(worker.settings.kafka_bootstrap_servers) as offsets:
         last_output = await offsets.last_timestamp(worker.outputs)
         outputs = sum((await offsets.ends(worker.outputs)).values())

@@ -3,14 +3,19 @@
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from tests.support.events import topic_field
 from worker.settings import Topics
+
+
+def partitions(topics: Iterable[str], count: int) -> list[TopicPartition]:
+    """Every partition of `topics`, all created with `count` partitions."""
+    return [TopicPartition(topic, p) for topic in topics for p in range(count)]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +28,8 @@ import redis.asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.services import REPO, free_ports
+
 LOCAL_CONFIG = REPO / "deploy" / "local"
 
 #: Longest wait for a service to answer after its start (a loaded 2-core box is slow).
@@ -70,15 +71,6 @@ def worker_redis_acl(prefix: str = "cw") -> str:
 #: The rules for the default prefix, as the README recommends them:
 #: `user customer-worker on >PASSWORD <rules>` in an ACL file, or `ACL SETUSER` with them.
 WORKER_REDIS_ACL = worker_redis_acl()
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports nobody listens on right now."""
-    with ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _secret() -> str:

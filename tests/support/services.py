@@ -7,9 +7,16 @@ nothing.
 """
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+from worker.settings import Topics
+
+#: The checkout the tests run from.
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -53,3 +60,23 @@ def services() -> Iterator[Services]:
         )
         host, port = redis.get_container_host_ip(), redis.get_exposed_port(6379)
         yield Services(kafka.get_bootstrap_server(), f"redis://{host}:{port}/0")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports nobody listens on right now."""
+    with ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def prefixed_topics(prefix: str) -> Topics:
+    """Every topic name of `Topics` under `prefix`, including ones added after this was
+    written: a default name left in place would be the stack's real topic."""
+    names = {
+        name: f"{prefix}.{field.default}"
+        for name, field in Topics.model_fields.items()
+        if isinstance(field.default, str) and not name.endswith("_suffix")
+    }
+    return Topics.model_validate(names)

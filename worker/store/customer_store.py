@@ -29,16 +29,6 @@ class Snapshot:
     state: dict[str, str]
     before: dict[str, str | None]
 
-    def previous_state(self) -> dict[str, str]:
-        """The state before the changes (the old value of every field that changed)."""
-        state = dict(self.state)
-        for name, old in self.before.items():
-            if old is None:
-                state.pop(name, None)
-            else:
-                state[name] = old
-        return state
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -59,7 +49,8 @@ class CustomerBatch:
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    items = iter(flat)
+    return dict(zip(items, items, strict=True))
 
 
 def _outcome(reply: Sequence[Any]) -> Outcome:
