@@ -230,8 +230,8 @@ def render_change(
     if f.CREATED_AT in before and before[f.CREATED_AT] is None:  # created by this change
         return after_record, changed_paths(None, after_record)
     earlier = dict(after)
-    for section in {section_of(name) for name in before} - {None}:
-        assert section is not None
+    touched = {section for name in before if (section := section_of(name)) is not None}
+    for section in touched:
         fields = dict(parts.get(section, {}))
         for name, old in before.items():
             if section_of(name) != section:
