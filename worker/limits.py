@@ -78,9 +78,9 @@ class LimitCheck:
     def problem(self, event: AnyInputEvent) -> Rejection | None:
         """What is wrong with a valid event, if anything."""
         earliest, latest = self._bounds()
-        late = isinstance(event.data, OrderData) and event.data.created_at is not None
+        ordered_at = event.data.created_at if isinstance(event.data, OrderData) else None
         if not earliest <= event.time <= latest or (
-            late and not earliest <= event.data.created_at <= latest  # type: ignore[union-attr,operator]
+            ordered_at is not None and not earliest <= ordered_at <= latest
         ):
             return Rejection(
                 "TimestampOutOfRange",

@@ -1,12 +1,10 @@
 """The records the worker writes to Kafka: `customer.updated` events and dead letters."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pydantic_core import to_json
 
 from contracts.updated import ERASED_TYPE, UPDATED_TYPE, WORKER_SOURCE
-from worker.domain.clock import format_time
 from worker.domain.record import JsonDict
 from worker.records import InputRecord
 from worker.rejection import Rejection
@@ -82,14 +80,15 @@ def forward(topic: str, key: str, record: InputRecord) -> OutMessage:
     return OutMessage(topic, key.encode(), record.value, list(record.headers))
 
 
-def dead_letter(topic: str, record: InputRecord, why: Rejection) -> OutMessage:
-    """The original key, value and headers, plus where they came from and why they failed."""
+def dead_letter(topic: str, record: InputRecord, why: Rejection, failed_at: str) -> OutMessage:
+    """The original key, value and headers, plus where they came from and why they failed
+    (`failed_at`: the batch's time, formatted once per batch)."""
     error_headers: Headers = [
         ("x-error-class", why.error_class.encode()),
         ("x-error-message", why.message.encode()),
         ("x-original-topic", record.topic.encode()),
         ("x-original-partition", str(record.partition).encode()),
         ("x-original-offset", str(record.offset).encode()),
-        ("x-failed-at", format_time(datetime.now(UTC)).encode()),
+        ("x-failed-at", failed_at.encode()),
     ]
     return OutMessage(topic, record.key, record.value, [*record.headers, *error_headers])

@@ -110,10 +110,10 @@ class BatchPipeline:
     async def publish(self, batch: AppliedBatch) -> dict[TopicPartition, int]:
         """Second half: publish the batch's updates and dead letters, wait for every
         acknowledgement; returns the offsets to commit (last + 1 per partition)."""
-        messages = [self._dead_letter(record, why) for record, why in batch.dead]
+        now = format_time(datetime.now(UTC))
+        messages = [self._dead_letter(record, why, now) for record, why in batch.dead]
         messages += batch.forward
         versions: dict[str, int] = {}
-        now = format_time(datetime.now(UTC))
         for item, outcome in batch.outcomes:
             messages += self._announce(item, outcome, versions, now)
         await self._retrier.run("kafka", lambda: self._publish(messages))
@@ -127,7 +127,7 @@ class BatchPipeline:
         with self._metrics.publish_seconds.time():
             await self._publisher.publish_all(messages)
 
-    def _dead_letter(self, record: InputRecord, why: Rejection) -> OutMessage:
+    def _dead_letter(self, record: InputRecord, why: Rejection, now: str) -> OutMessage:
         log.warning(
             "dead-lettered %s record: %s",
             why.error_class,
@@ -141,7 +141,7 @@ class BatchPipeline:
         )
         self._metrics.dlq.labels(record.topic, why.error_class).inc()
         self._metrics.events.labels(record.topic, "", "dlq").inc()
-        return dead_letter(self._topics.dlq(record.topic), record, why)
+        return dead_letter(self._topics.dlq(record.topic), record, why, now)
 
     def _count(self, outcomes: _Applied) -> None:
         """Events by topic, type and outcome."""

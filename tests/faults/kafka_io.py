@@ -15,7 +15,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 
 from tests.faults.workload import Message
-from tests.support.bus import partitions
+from tests.support.bus import Follower, partitions
 from worker.settings import Topics
 
 T = TypeVar("T")
@@ -128,51 +128,35 @@ class OutputLog:
     def __init__(self, bootstrap: str, topics: Topics, partition_count: int) -> None:
         self.updates: dict[str, list[ConsumerRecord]] = defaultdict(list)
         self.dead: list[ConsumerRecord] = []
-        self.read = 0
         self.last_read_at = time.monotonic()
         self.assigned = partitions(
             [topics.customer_updated, *(topics.dlq(t) for t in topics.inputs)], partition_count
         )
         self._updated_topic = topics.customer_updated
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        self._follower = Follower(
+            bootstrap, dict.fromkeys(self.assigned), self._take, auto_offset_reset="earliest"
         )
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Assign every output partition and follow it."""
-        await self._consumer.start()
-        self._consumer.assign(self.assigned)
-        await self._consumer.seek_to_beginning(*self.assigned)
-        self._task = asyncio.create_task(self._follow())
+        """Follow every output partition from its beginning."""
+        await self._follower.start()
 
     async def stop(self) -> None:
         """Stop reading."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        await self._follower.stop()
 
-    async def _follow(self) -> None:
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=200)
-            except UNAVAILABLE:
-                await asyncio.sleep(0.2)
-                continue
-            for records in batches.values():
-                for record in records:
-                    if record.topic == self._updated_topic:
-                        self.updates[record.key.decode()].append(record)
-                    else:
-                        self.dead.append(record)
-                self.read += len(records)
-                self.last_read_at = time.monotonic()
+    def _take(self, records: list[ConsumerRecord], received: int) -> None:
+        for record in records:
+            if record.topic == self._updated_topic:
+                self.updates[record.key.decode()].append(record)
+            else:
+                self.dead.append(record)
+        self.last_read_at = time.monotonic()
 
     async def caught_up(self, ends: dict[TopicPartition, int]) -> bool:
         """Whether everything up to `ends` has been read."""
         for tp in self.assigned:
-            position = await _bounded(self._consumer.position(tp))
+            position = await _bounded(self._follower.consumer.position(tp))
             if position is None or position < ends.get(tp, 0):
                 return False
         return True

@@ -7,11 +7,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.perf.report import log
 from tests.perf.workload import Message, Workload
+from tests.support.bus import Follower
 
 
 def idempotent_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
@@ -103,38 +104,21 @@ class UpdateTail:
     its timestamp (the worker's send time) and when this reader received it."""
 
     def __init__(self, bootstrap: str, start: dict[TopicPartition, int]) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
-        )
-        self._start = start
-        self._task: asyncio.Task[None] | None = None
         self.seen: list[tuple[str, int, int]] = []  # (cause id, created ms, received ms)
-        self.last_at = time.monotonic()
+        self._follower = Follower(bootstrap, start, self._take, fetch_max_wait_ms=50)
 
     async def __aenter__(self) -> "UpdateTail":
-        await self._consumer.start()
-        self._consumer.assign(list(self._start))
-        for tp, offset in self._start.items():
-            self._consumer.seek(tp, offset)
-        self._task = asyncio.create_task(self._follow())
+        await self._follower.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
+        await self._follower.stop()
 
-    async def _follow(self) -> None:
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            received = int(time.time() * 1000)
-            for records in batches.values():
-                for record in records:
-                    if record.value is not None:
-                        cause = json.loads(record.value)["data"]["cause"]["id"]
-                        self.seen.append((cause, record.timestamp, received))
-                self.last_at = time.monotonic()
+    def _take(self, records: list[ConsumerRecord[bytes, bytes]], received: int) -> None:
+        for record in records:
+            if record.value is not None:
+                cause = json.loads(record.value)["data"]["cause"]["id"]
+                self.seen.append((cause, record.timestamp, received))
 
 
 async def produce_workload(

@@ -2,12 +2,14 @@
 
 import asyncio
 import json
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from tests.support.events import topic_field
 from worker.settings import Topics
@@ -16,6 +18,55 @@ from worker.settings import Topics
 def partitions(topics: Iterable[str], count: int) -> list[TopicPartition]:
     """Every partition of `topics`, all created with `count` partitions."""
     return [TopicPartition(topic, p) for topic in topics for p in range(count)]
+
+
+class Follower:
+    """A consumer of assigned partitions, read from given offsets (None: the beginning) in a
+    background task that hands every fetched batch to `take`, with the time it arrived (ms).
+    Fetch errors (the broker stopped by a fault test) are retried."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        start: Mapping[TopicPartition, int | None],
+        take: Callable[[list[ConsumerRecord[bytes, bytes]], int], None],
+        **options: Any,
+    ) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, **options
+        )
+        self._start = dict(start)
+        self._take = take
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Assign the partitions, seek and follow them."""
+        await self.consumer.start()
+        self.consumer.assign(list(self._start))
+        for tp, offset in self._start.items():
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        """Stop reading."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                batches = await self.consumer.getmany(timeout_ms=200)
+            except (KafkaError, OSError, TimeoutError):
+                await asyncio.sleep(0.2)
+                continue
+            received = int(time.time() * 1000)
+            for records in batches.values():
+                self._take(records, received)
 
 
 @dataclass

@@ -46,9 +46,6 @@ class Generator:
     def _pick(self, *values: Any) -> Any:
         return self.rng.choice(values)
 
-    def _maybe(self, value: Any, p: float = 0.5) -> Any:
-        return value if self.rng.random() < p else None
-
     # -- events ---------------------------------------------------------------------------
     def event(self, type_: str, subject: str, data: dict[str, Any] | None) -> Event:
         self._ids += 1
