@@ -3,10 +3,10 @@
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue, StringConstraints
+from pydantic import Field, StringConstraints
 
 from contracts.envelope import EmptyPayload, Envelope, Payload
-from contracts.scalars import Identifier, ShortText, Text
+from contracts.scalars import Amount, Identifier, JsonData, ShortText, SignedAmount, Text
 
 MetadataKey = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -59,7 +59,7 @@ class CustomerProfile(Payload):
         description="Deprecated alias of `birthdate` (Voucherify); ignored when both are sent.",
     )
     address: Address | None = None
-    metadata: dict[MetadataKey, JsonValue] | None = Field(
+    metadata: dict[MetadataKey, JsonData] | None = Field(
         default=None,
         description="Merged per key; a null value removes the key; null removes all keys.",
     )
@@ -71,8 +71,8 @@ class CustomerProfile(Payload):
     is_blacklisted: bool | None = None
     is_loyalty_enabled: bool | None = None
     is_house_account_enabled: bool | None = None
-    house_account_limit: Annotated[int, Field(ge=0)] | None = None
-    house_account_balance: int | None = None
+    house_account_limit: Amount | None = None
+    house_account_balance: SignedAmount | None = None
 
     @property
     def tag_ids(self) -> list[str] | None:

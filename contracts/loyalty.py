@@ -1,11 +1,11 @@
 """`loyalty.events`: points, tiers and referrals."""
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from contracts.envelope import Envelope, Payload
-from contracts.scalars import Identifier, PositivePoints, Text
+from contracts.scalars import Identifier, Points, PositivePoints, Text
 
 
 class PointsData(Payload):
@@ -14,9 +14,7 @@ class PointsData(Payload):
     campaign_id: Identifier
     points: PositivePoints
     card_code: Identifier | None = None
-    balance: Annotated[int, Field(ge=0)] | None = Field(
-        default=None, description="The card's balance after this event."
-    )
+    balance: Points | None = Field(default=None, description="The card's balance after this event.")
     reason: Text | None = None
 
 

@@ -1,11 +1,11 @@
 """`redemption.events`: voucher redemptions and their rollbacks."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from contracts.envelope import Envelope, Payload
-from contracts.scalars import Amount, Identifier
+from contracts.scalars import Amount, Identifier, Points
 
 VoucherType = Literal["DISCOUNT_VOUCHER", "GIFT_VOUCHER", "LOYALTY_CARD"]
 
@@ -24,12 +24,8 @@ class RedemptionData(Payload):
     redemption_id: Identifier
     voucher: Voucher
     amount: Amount | None = Field(default=None, description="Gift credits used.")
-    points: Annotated[int, Field(ge=0)] | None = Field(
-        default=None, description="Loyalty points used."
-    )
-    balance: Annotated[int, Field(ge=0)] | None = Field(
-        default=None, description="The card's balance after this event."
-    )
+    points: Points | None = Field(default=None, description="Loyalty points used.")
+    balance: Points | None = Field(default=None, description="The card's balance after this event.")
     order_id: Identifier | None = None
 
 

@@ -6,6 +6,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.record import Customer
+from contracts.scalars import SafeInt
 
 UPDATED_TYPE: Final = "customer.updated"
 ERASED_TYPE: Final = "customer.erased"
@@ -28,7 +29,7 @@ class CustomerUpdatedData(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     customer: Customer
-    version: int = Field(ge=1, description="Strictly increasing per customer.")
+    version: SafeInt = Field(ge=1, description="Strictly increasing per customer.")
     changed: list[str] = Field(description="Dotted paths of the fields that changed.")
     cause: EventCause
 

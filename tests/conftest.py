@@ -97,7 +97,7 @@ async def scratch_prefix(stack: Services) -> AsyncIterator[str]:
 @pytest_asyncio.fixture
 async def store(settings: Settings, redis: "Redis") -> CustomerStore:
     """Read access to the worker's stored state."""
-    return CustomerStore(redis, settings.key_prefix, settings.dedup_max_markers, False)
+    return CustomerStore(redis, settings.key_prefix)
 
 
 @pytest_asyncio.fixture

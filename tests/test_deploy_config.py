@@ -758,7 +758,7 @@ def test_dockerignore_keeps_what_the_image_needs() -> None:
         "README.md",
         "worker/__init__.py",
         "worker/cli.py",
-        "worker/store/apply.lua",
+        "worker/store/commit.lua",
         "contracts/__init__.py",
     ):
         assert (ROOT / path).exists(), path

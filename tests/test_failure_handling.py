@@ -12,27 +12,30 @@ from redis.exceptions import ResponseError
 from tests.support.bus import Bus
 from tests.support.events import at, event
 from tests.support.pipeline_harness import Harness
+from worker.domain.fold import Commit
 from worker.messages import OutMessage
 from worker.pipeline import BatchPipeline
-from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
+from worker.store.customer_store import CustomerStore, Stale, Written
 
 
 async def test_redis_unavailable_is_retried_and_never_dead_lettered(
     redis: "Redis", scratch_prefix: str
 ) -> None:
     harness = Harness(redis, scratch_prefix)
-    real_apply = harness.store.apply
+    real_commit = harness.store.commit
     failures = {"left": 3}
     readiness: list[bool] = []
 
-    async def flaky_apply(batches: Sequence[CustomerBatch]) -> list[Outcome | ResponseError]:
+    async def flaky_commit(
+        commits: Sequence[tuple[str, Commit]],
+    ) -> list[Written | Stale | ResponseError]:
         readiness.append("redis" in harness.health.failing)
         if failures["left"]:
             failures["left"] -= 1
             raise RedisConnectionError("connection refused")
-        return await real_apply(batches)
+        return await real_commit(commits)
 
-    harness.store.apply = flaky_apply  # type: ignore[method-assign]
+    harness.store.commit = flaky_commit  # type: ignore[method-assign]
     await harness.deliver([event("loyalty.points.added", "c1", {"campaign_id": "k", "points": 5})])
 
     assert readiness == [False, True, True, True]  # not ready while retrying
@@ -60,25 +63,26 @@ async def test_kafka_publish_failure_is_retried(redis: "Redis", scratch_prefix: 
     assert dict(update.headers)["version"] == b"1"
 
 
-async def test_a_step_redis_rejects_is_isolated_and_dead_lettered(
+async def test_a_write_redis_rejects_is_isolated_and_dead_lettered(
     redis: "Redis", scratch_prefix: str
 ) -> None:
+    """Redis rejects the write of a customer's batch that contains the poisoned event: the
+    customer's events are then written one by one, and only the poisoned one is
+    dead-lettered."""
     harness = Harness(redis, scratch_prefix)
-    real_apply = harness.store.apply
+    real_commit = harness.store.commit
 
-    async def rejecting_apply(batches: Sequence[CustomerBatch]) -> list[Any]:
-        outcomes: list[Any] = await real_apply(
-            [b for b in batches if not any("poison" in s.marker for s in b.steps)]
-        )
-        results = []
-        for batch in batches:
-            if any("poison" in s.marker for s in batch.steps):
-                results.append(ResponseError("ERR user_script:1: simulated"))
-            else:
-                results.append(outcomes.pop(0))
-        return results
+    def poisoned(commit: Commit) -> bool:
+        return any("poison" in name for name in commit.sets)
 
-    harness.store.apply = rejecting_apply  # type: ignore[method-assign]
+    async def rejecting_commit(commits: Sequence[tuple[str, Commit]]) -> list[Any]:
+        results: list[Any] = await real_commit([c for c in commits if not poisoned(c[1])])
+        return [
+            ResponseError("ERR user_script:1: simulated") if poisoned(c) else results.pop(0)
+            for _, c in commits
+        ]
+
+    harness.store.commit = rejecting_commit  # type: ignore[method-assign]
     await harness.deliver(
         [
             event("customer.create", "c3", {"name": "Before"}, time=at(1)),

@@ -67,7 +67,7 @@ async def test_two_worker_processes_on_a_redis_cluster(
         )
     client = RedisCluster.from_url(cluster_url, decode_responses=True)
     try:
-        store = CustomerStore(client, settings.key_prefix, 256, False)
+        store = CustomerStore(client, settings.key_prefix)
         layout = KeyLayout(settings.key_prefix)
         spread = set()
         for customer, record in expected.items():

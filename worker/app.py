@@ -2,6 +2,7 @@
 
 import asyncio
 import functools
+import gc
 import logging
 from typing import Any
 
@@ -34,9 +35,10 @@ from worker.offsets import (
 )
 from worker.pipeline import AppliedBatch, BatchPipeline
 from worker.publisher import Publisher
+from worker.record_cache import RecordCache
 from worker.records import InputRecord
 from worker.retry import Retrier
-from worker.settings import Settings
+from worker.settings import Settings, fold_limits
 from worker.store.customer_store import CustomerStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,11 @@ Records = tuple[InputRecord, ...]
 
 #: How long a readiness probe waits for Redis and Kafka to answer.
 PROBE_TIMEOUT = 1.5
+#: Garbage collection thresholds of the worker process. The record cache keeps hundreds of
+#: thousands of long-lived objects, which Python's defaults (700, 10, 10) traverse again and
+#: again (a quarter of the CPU in profiles): collect young objects 14x less often, and
+#: older generations 5x less often. Nothing the worker keeps refers to itself in a cycle.
+GC_THRESHOLDS = (10_000, 50, 50)
 
 
 async def _raw_batch(records: Records) -> StreamMessage[Records]:
@@ -87,10 +94,18 @@ class Worker:
                 "redis": redacted(settings.redis_url),
                 "group_id": settings.group_id,
                 "inputs": list(settings.topics.inputs),
+                "event_loop": type(asyncio.get_running_loop()).__module__,
             },
         )
         self._producer = AIOKafkaProducer(
-            **kafka_options(settings), acks="all", enable_idempotence=True, linger_ms=5
+            **kafka_options(settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            compression_type=None
+            if settings.kafka_compression == "none"
+            else settings.kafka_compression,
         )
         try:
             await self._producer.start()
@@ -100,10 +115,8 @@ class Worker:
         store = CustomerStore(
             self._redis,
             key_prefix=settings.key_prefix,
-            max_markers=settings.dedup_max_markers,
-            every_change=settings.publish_every_change,
             replay_window_seconds=settings.erase_replay_window_seconds,
-            max_record_fields=settings.limits.max_record_fields,
+            max_markers=settings.dedup_max_markers,
         )
         self._pipeline = BatchPipeline(
             intake=Intake(settings.topics.inputs, settings.limits),
@@ -117,8 +130,15 @@ class Worker:
                 settings.retry_max_seconds,
             ),
             metrics=self._metrics,
-            max_record_fields=settings.limits.max_record_fields,
+            limits=settings.limits,
+            fold_limits=fold_limits(settings),
+            cache=RecordCache(settings.record_cache_size),
         )
+        # Everything alive now (modules, the app, connections) lives as long as the process:
+        # leave it out of every collection.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         self._health.started = True
 
     async def stop(self) -> None:

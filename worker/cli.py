@@ -181,7 +181,7 @@ def get(customer_id: Annotated[str, typer.Argument(help="The customer id.")]) ->
     async def read() -> tuple[int, dict[str, str]]:
         redis = connect_redis(settings)
         try:
-            store = CustomerStore(redis, settings.key_prefix, settings.dedup_max_markers, False)
+            store = CustomerStore(redis, settings.key_prefix)
             state = await store.state(customer_id)
             return int(state.get("v", 0)), state
         finally:

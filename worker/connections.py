@@ -8,10 +8,12 @@ FastStream's own translation into aiokafka options, so they can never disagree.
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 from aiokafka.helpers import create_ssl_context
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 
 from worker.settings import Settings
 
@@ -67,8 +69,39 @@ def connect_redis(settings: Settings) -> "Redis | RedisCluster":
         options["password"] = settings.redis_password.get_secret_value()
     if settings.redis_ssl_ca_certs is not None:
         options["ssl_ca_certs"] = str(settings.redis_ssl_ca_certs)
-    client_class = RedisCluster if settings.redis_cluster else Redis
-    return client_class.from_url(settings.redis_url, **options)
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    client = Redis.from_url(settings.redis_url, **options)
+    pool = client.connection_pool
+    pool.connection_class = _packing_with_hiredis(pool.connection_class)
+    return client
+
+
+class _HiredisPacking(AbstractConnection):
+    """Packs commands with hiredis (C), as redis-py's synchronous connections do, instead of
+    its asyncio connections' pure-Python packer: a batch's pipeline of commits has tens of
+    thousands of arguments. (Redis Cluster clients keep redis-py's packer: their node
+    connections are not configurable.)"""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if isinstance(name, str) and " " in name:  # e.g. "SCRIPT LOAD": sent as two words
+            args = (*name.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+_HIREDIS_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packing_with_hiredis(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """The connection class (plain, TLS or Unix socket) with hiredis packing."""
+    found = _HIREDIS_CLASSES.get(connection_class)
+    if found is None:
+        name = f"Hiredis{connection_class.__name__}"
+        found = _HIREDIS_CLASSES[connection_class] = type(
+            name, (_HiredisPacking, connection_class), {}
+        )
+    return found
 
 
 def redacted(url: str) -> str:

@@ -1,7 +1,11 @@
-"""One batch, end to end: decode, apply in Redis, publish, and say which offsets are done.
+"""One batch, end to end: decode, fold, write to Redis, publish, and say which offsets are
+done.
 
-Order of effects per batch (DESIGN.md §1): every event is applied (one pipelined round trip
-of per-customer atomic steps), then every `customer.updated` and dead letter is produced and
+Order of effects per batch (DESIGN.md §1): every customer's events are folded into the
+customer's stored fields (held in the record cache, read from Redis when not) and written
+back in one atomic compare-and-set step per customer (one pipelined round trip for the
+batch; a customer whose stored fields moved since is read, folded and written again), the
+output is rendered, then every `customer.updated` and dead letter is produced and
 acknowledged, and only then are the offsets returned for commit. A crash anywhere before the
 commit means redelivery; redelivered events are recognised by their dedup markers, and the
 current snapshot is published again if its version may not have been published yet.
@@ -13,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from aiokafka import TopicPartition
 from redis.exceptions import ResponseError
@@ -20,17 +25,20 @@ from redis.exceptions import ResponseError
 from contracts.events import AnyInputEvent
 from contracts.loyalty import ReferralCompleted
 from worker.domain.clock import format_time
-from worker.domain.record import render_change
-from worker.domain.steps import referrer_step_of, step_of
+from worker.domain.fields import visible_fields
+from worker.domain.fold import Commit, CustomerState, Folded, FoldLimits, fold
+from worker.domain.record import RenderedRecord
+from worker.domain.steps import Step, referrer_step_of, step_of
 from worker.intake import Intake
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter, forward
 from worker.metrics import OUTCOMES, Metrics
 from worker.publisher import Publisher
+from worker.record_cache import RecordCache
 from worker.records import InputRecord
 from worker.rejection import Rejection
 from worker.retry import Retrier
-from worker.settings import Topics
-from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
+from worker.settings import Limits, Topics
+from worker.store.customer_store import CustomerStore, Stale, Written
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +46,29 @@ log = logging.getLogger(__name__)
 #: Published versions remembered until the customer's next step confirms them to Redis.
 #: Forgetting one only costs an unnecessary re-publish after a redelivery.
 _MAX_CONFIRMATIONS = 20_000
+#: Fold-and-write rounds of one batch before giving up on customers whose stored fields
+#: keep moving (another worker writing them: a rebalance in progress). Retried later.
+_MAX_ROUNDS = 10
+
+
+class ConcurrentWriter(RuntimeError):
+    """Customers' stored fields kept changing under the batch: another worker writes them
+    (a rebalance in progress). The batch fails, is rewound and retried after a pause."""
 
 
 @dataclass(slots=True)
 class _Work:
-    """One customer's share of a batch: its steps and the record each came from."""
+    """One customer's share of a batch: its steps, the record each came from, its state
+    (cached, read, or for a customer not seen yet a guess of "no record") and its fold."""
 
-    batch: CustomerBatch
+    customer_id: str
+    state: CustomerState
+    confirmed: int
+    steps: list[Step] = field(default_factory=list)
     sources: list[tuple[InputRecord, AnyInputEvent]] = field(default_factory=list)
+    folded: Folded | None = None
 
 
-_Applied = list[tuple[_Work, Outcome]]
 _Dead = tuple[InputRecord, Rejection]
 
 
@@ -64,17 +84,18 @@ class _Plan:
 
 @dataclass(frozen=True, slots=True)
 class AppliedBatch:
-    """A batch applied in Redis whose output is not published yet."""
+    """A batch written to Redis whose output (rendered) is not published yet."""
 
     records: Sequence[InputRecord]
-    outcomes: _Applied
-    dead: list[_Dead]
-    forward: list[OutMessage]
+    outcomes: list[_Work]
+    messages: list[OutMessage]
+    versions: dict[str, int]
     started: float
 
 
 class BatchPipeline:
-    """Processes batches of input records; stateless apart from pending confirmations."""
+    """Processes batches of input records; keeps the record cache and pending
+    confirmations between them."""
 
     def __init__(
         self,
@@ -84,7 +105,9 @@ class BatchPipeline:
         topics: Topics,
         retrier: Retrier,
         metrics: Metrics,
-        max_record_fields: int,
+        limits: Limits,
+        fold_limits: FoldLimits,
+        cache: RecordCache,
     ) -> None:
         self._intake = intake
         self._store = store
@@ -92,7 +115,9 @@ class BatchPipeline:
         self._topics = topics
         self._retrier = retrier
         self._metrics = metrics
-        self._max_fields = max_record_fields
+        self._refusals = _refusals(limits)
+        self._fold_limits = fold_limits
+        self._cache = cache
         self._published: dict[str, int] = {}
 
     async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
@@ -100,24 +125,25 @@ class BatchPipeline:
         return await self.publish(await self.apply(records))
 
     async def apply(self, records: Sequence[InputRecord]) -> AppliedBatch:
-        """First half: decode and apply in Redis (nothing is published yet)."""
+        """First half: decode, fold, write to Redis and render the output (nothing is
+        published yet)."""
         started = time.perf_counter()
         plan = self._plan(records)
         work = list(plan.work.values())
-        outcomes, rejected = await self._retrier.run("redis", lambda: self._apply(work))
-        return AppliedBatch(records, outcomes, plan.dead + rejected, plan.forward, started)
+        done, rejected = await self._apply(work)
+        now = format_time(datetime.now(UTC))
+        messages = [self._dead_letter(record, why, now) for record, why in plan.dead + rejected]
+        messages += plan.forward
+        versions: dict[str, int] = {}
+        for item in done:
+            messages += self._announce(item, versions, now)
+        return AppliedBatch(records, done, messages, versions, started)
 
     async def publish(self, batch: AppliedBatch) -> dict[TopicPartition, int]:
         """Second half: publish the batch's updates and dead letters, wait for every
         acknowledgement; returns the offsets to commit (last + 1 per partition)."""
-        now = format_time(datetime.now(UTC))
-        messages = [self._dead_letter(record, why, now) for record, why in batch.dead]
-        messages += batch.forward
-        versions: dict[str, int] = {}
-        for item, outcome in batch.outcomes:
-            messages += self._announce(item, outcome, versions, now)
-        await self._retrier.run("kafka", lambda: self._publish(messages))
-        self._remember(versions)
+        await self._retrier.run("kafka", lambda: self._publish(batch.messages))
+        self._remember(batch.versions)
         self._count(batch.outcomes)
         self._metrics.batch_size.observe(len(batch.records))
         self._metrics.batch_seconds.observe(time.perf_counter() - batch.started)
@@ -143,11 +169,12 @@ class BatchPipeline:
         self._metrics.events.labels(record.topic, "", "dlq").inc()
         return dead_letter(self._topics.dlq(record.topic), record, why, now)
 
-    def _count(self, outcomes: _Applied) -> None:
+    def _count(self, outcomes: list[_Work]) -> None:
         """Events by topic, type and outcome."""
         counts: Counter[tuple[str, str, str]] = Counter()
-        for item, outcome in outcomes:
-            for (record, event), letter in zip(item.sources, outcome.letters, strict=True):
+        for item in outcomes:
+            assert item.folded is not None
+            for (record, event), letter in zip(item.sources, item.folded.letters, strict=True):
                 outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
                 if outcome_name is not None:
                     counts[record.topic, event.type, outcome_name] += 1
@@ -176,56 +203,142 @@ class BatchPipeline:
             else:
                 plan.dead.append((record, Rejection("UnknownEventType", "not a referral")))
                 continue
-            item = plan.work.get(step.customer_id)
+            customer_id = step.customer_id
+            item = plan.work.get(customer_id)
             if item is None:
-                confirmed = self._published.pop(step.customer_id, 0)
-                item = plan.work[step.customer_id] = _Work(
-                    CustomerBatch(step.customer_id, confirmed_version=confirmed)
-                )
-            item.batch.steps.append(step)
+                state = self._cache.take(customer_id) or CustomerState(customer_id, {})
+                confirmed = self._published.pop(customer_id, 0)
+                item = plan.work[customer_id] = _Work(customer_id, state, confirmed)
+            item.steps.append(step)
             item.sources.append((record, event))
         return plan
 
-    async def _apply(self, work: list[_Work]) -> tuple[_Applied, list[_Dead]]:
-        """Apply all customers' steps; a customer whose call Redis rejects is isolated."""
-        with self._metrics.redis_seconds.time():
-            results = await self._store.apply([item.batch for item in work])
-        done: _Applied = []
+    async def _apply(self, work: list[_Work]) -> tuple[list[_Work], list[_Dead]]:
+        """Fold every customer's steps and write them. A customer whose stored fields moved
+        is folded again from them; one whose fold fails (a bug) or whose write Redis rejects
+        is isolated: its steps are folded and written one by one, and the ones that still
+        fail are dead-lettered (a rejected write changes nothing: see commit.lua)."""
+        done, failed = await self._write(work)
         dead: list[_Dead] = []
-        for item, result in zip(work, results, strict=True):
-            if isinstance(result, ResponseError):
-                await self._isolate(item, done, dead)
-            else:
-                done.append((item, result))
-                dead += _refused(item, result, self._max_fields)
+        for item, error in failed:
+            if len(item.steps) == 1:
+                log.error("an event cannot be applied: %s", error, extra=_work_fields(item))
+                dead.append((item.sources[0][0], _failed(error)))
+                continue
+            state = item.state
+            for step, source in zip(item.steps, item.sources, strict=True):
+                single = _Work(item.customer_id, state, item.confirmed, [step], [source])
+                alone, still = await self._write([single])
+                state = single.state
+                done += alone
+                dead += [(source[0], _failed(error)) for _, error in still]
+                if still:
+                    log.error(
+                        "an event cannot be applied: %s", still[0][1], extra=_work_fields(single)
+                    )
+        for item in done:
+            dead += self._refused(item)
         return done, dead
 
-    async def _isolate(self, item: _Work, done: _Applied, dead: list[_Dead]) -> None:
-        """Apply a failing customer's steps one by one; dead-letter the ones Redis rejects."""
-        batch = item.batch
-        for step, source in zip(batch.steps, item.sources, strict=True):
-            single = _Work(CustomerBatch(batch.customer_id, [step], batch.confirmed_version))
-            single.sources.append(source)
-            (result,) = await self._store.apply([single.batch])
-            if isinstance(result, ResponseError):
-                log.error("step rejected by Redis: %s", result, extra=_event_fields(*source))
-                dead.append((source[0], Rejection("ProcessingError", str(result))))
-            else:
-                done.append((single, result))
+    async def _write(
+        self, work: list[_Work]
+    ) -> tuple[list[_Work], list[tuple[_Work, BaseException]]]:
+        """Fold and write until every customer's write applied or failed.
 
-    def _announce(
-        self, item: _Work, outcome: Outcome, versions: dict[str, int], now: str
-    ) -> list[OutMessage]:
-        """The `customer.updated` messages of one customer's snapshots."""
-        customer_id = item.batch.customer_id
+        Each Redis call is retried on its own while Redis is unavailable: a write that may
+        or may not have happened is sent again, and is then either written or found stale
+        (its write sequence moved), never applied twice."""
+        done: list[_Work] = []
+        failed: list[tuple[_Work, BaseException]] = []
+        pending = work
+        for _ in range(_MAX_ROUNDS):
+            logs = await self._logs(pending)
+            writes: list[_Work] = []
+            for item in pending:
+                if item.state.rendered is None:  # the record before this batch, to diff
+                    item.state.rendered = _rendered(item.state)
+                try:
+                    item.folded = fold(
+                        item.state,
+                        item.steps,
+                        self._fold_limits,
+                        item.confirmed,
+                        logs.get(item.customer_id),
+                    )
+                except Exception as error:  # a bug must not block the partition
+                    log.exception("folding events failed", extra=_work_fields(item))
+                    failed.append((item, error))
+                    continue
+                (done if item.folded.commit is None else writes).append(item)
+            if not writes:
+                return done, failed
+            commits: list[tuple[str, Commit]] = []
+            for item in writes:
+                assert item.folded is not None
+                assert item.folded.commit is not None
+                commits.append((item.customer_id, item.folded.commit))
+            results = await self._retrier.run("redis", partial(self._commit, commits))
+            stale: list[tuple[str, dict[str, str]]] = []
+            again: list[_Work] = []
+            for item, result in zip(writes, results, strict=True):
+                assert item.folded is not None
+                if isinstance(result, Written):
+                    item.state.commit(item.folded)
+                    done.append(item)
+                    self._warn(item, result)
+                elif isinstance(result, Stale):
+                    stale.append((item.customer_id, result.fields))
+                    again.append(item)
+                else:  # nothing was written (see commit.lua)
+                    item.state.undo(item.folded)
+                    failed.append((item, result))
+            if not stale:
+                return done, failed
+            states = await self._retrier.run("redis", partial(self._store.states, stale))
+            for item, state in zip(again, states, strict=True):
+                item.state = state
+            pending = again
+        raise ConcurrentWriter(f"{len(pending)} customers' stored fields keep changing")
+
+    async def _commit(
+        self, commits: list[tuple[str, Commit]]
+    ) -> list[Written | Stale | ResponseError]:
+        with self._metrics.redis_seconds.time():
+            return await self._store.commit(commits)
+
+    async def _logs(self, work: list[_Work]) -> dict[str, list[tuple[int, bytes]]]:
+        """The replay logs of the customers with an erase among their steps."""
+        erasing = [item.customer_id for item in work if any(s.ops[0][0] == "E" for s in item.steps)]
+        if not erasing:
+            return {}
+        logs = await self._retrier.run("redis", lambda: self._store.logs(erasing))
+        return dict(zip(erasing, logs, strict=True))
+
+    def _warn(self, item: _Work, result: Written) -> None:
+        assert item.folded is not None
+        if result.beyond_log or item.folded.refold_refused:
+            log.warning(
+                "an erase arrived after events older than the replay log keeps, or events "
+                "dated after it no longer fit: the fresh record may miss some of them",
+                extra=_work_fields(item),
+            )
+
+    def _announce(self, item: _Work, versions: dict[str, int], now: str) -> list[OutMessage]:
+        """The `customer.updated` messages of one customer's snapshots, rendered from its
+        cached record; the state is cached again."""
+        state, folded = item.state, item.folded
+        assert folded is not None
+        assert isinstance(state.rendered, RenderedRecord)
         messages = []
-        for snapshot in outcome.snapshots:
+        for snapshot in folded.snapshots:
             event = item.sources[snapshot.cause][1]
-            record, changed = render_change(customer_id, snapshot.state, snapshot.before)
+            record, changed = state.rendered.apply(
+                snapshot.version, snapshot.changes, snapshot.wiped
+            )
             messages.append(
                 customer_updated(
                     self._topics.customer_updated,
-                    customer_id,
+                    item.customer_id,
                     snapshot.version,
                     record,
                     changed,
@@ -233,8 +346,18 @@ class BatchPipeline:
                     now,
                 )
             )
-            versions[customer_id] = snapshot.version
+            versions[item.customer_id] = snapshot.version
+        self._cache.put(state)
         return messages
+
+    def _refused(self, item: _Work) -> list[_Dead]:
+        """Steps the fold refused (record caps, exact range): dead-lettered, not applied."""
+        assert item.folded is not None
+        return [
+            (record, self._refusals[letter])
+            for (record, _), letter in zip(item.sources, item.folded.letters, strict=True)
+            if letter in self._refusals
+        ]
 
     def _remember(self, versions: dict[str, int]) -> None:
         self._published.update(versions)
@@ -242,17 +365,34 @@ class BatchPipeline:
             del self._published[next(iter(self._published))]
 
 
-def _refused(item: _Work, outcome: Outcome, max_fields: int) -> list[_Dead]:
-    """Steps the store refused because the record would outgrow its cap."""
-    why = Rejection(
-        "RecordLimitExceeded",
-        f"the customer's record would exceed {max_fields} fields (CW_LIMITS__MAX_RECORD_FIELDS)",
-    )
-    return [
-        (record, why)
-        for (record, _), letter in zip(item.sources, outcome.letters, strict=True)
-        if letter == "R"
-    ]
+def _rendered(state: CustomerState) -> RenderedRecord:
+    return RenderedRecord(state.customer_id, state.version, visible_fields(state.fields))
+
+
+def _failed(error: BaseException) -> Rejection:
+    return Rejection("ProcessingError", f"{type(error).__name__}: {error}")
+
+
+def _refusals(limits: Limits) -> dict[str, Rejection]:
+    """The dead letters' reasons, by the fold's refusal letters."""
+    return {
+        "R": Rejection(
+            "RecordLimitExceeded",
+            f"the customer's record would exceed {limits.max_record_fields} fields or "
+            f"{limits.max_record_bytes} bytes "
+            "(CW_LIMITS__MAX_RECORD_FIELDS, CW_LIMITS__MAX_RECORD_BYTES)",
+        ),
+        "X": Rejection(
+            "CounterOverflow",
+            "a counter or sum of the customer's record would leave the exact range |x| <= 2^53 - 1",
+        ),
+    }
+
+
+def _work_fields(item: _Work) -> dict[str, object]:
+    """What a log line about one customer's share of a batch carries."""
+    record, event = item.sources[0]
+    return {**_event_fields(record, event), "events": len(item.sources)}
 
 
 def _event_fields(record: InputRecord, event: AnyInputEvent) -> dict[str, object]:

@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.scalars import MAX_SAFE_INTEGER
+from worker.domain.fold import FoldLimits
+
 
 class Topics(BaseModel):
     """Topic names; the defaults are the public contract (DESIGN.md §3)."""
@@ -52,7 +55,10 @@ class Limits(BaseModel):
     """
 
     max_message_bytes: int = Field(
-        default=256 * 1024, ge=1024, description="MessageTooLarge: bytes of a record's value."
+        default=256 * 1024,
+        ge=1024,
+        le=900 * 1024,  # its dead letter must still fit Kafka's default 1 MB message limit
+        description="MessageTooLarge: bytes of a record's value.",
     )
     max_text_length: int = Field(
         default=1024, ge=1, le=1024, description="LimitExceeded: characters of a text field."
@@ -72,12 +78,41 @@ class Limits(BaseModel):
     max_future_seconds: int = Field(
         default=3600, ge=0, description="TimestampOutOfRange: clock skew allowed ahead of now."
     )
+    max_amount: int = Field(
+        default=MAX_SAFE_INTEGER,
+        ge=1,
+        le=MAX_SAFE_INTEGER,
+        description=(
+            "LimitExceeded: largest money amount of one event (order and redemption "
+            "amounts, gift card balances, house account limit and balance), in minor units."
+        ),
+    )
+    max_points: int = Field(
+        default=MAX_SAFE_INTEGER,
+        ge=1,
+        le=MAX_SAFE_INTEGER,
+        description=(
+            "LimitExceeded: largest number of points of one event (points moved and "
+            "redeemed, loyalty card balances)."
+        ),
+    )
     max_record_fields: int = Field(
-        default=2000,
+        default=10_000,
         ge=100,
+        le=1_000_000,
         description=(
             "RecordLimitExceeded: fields one customer's stored record may hold (metadata "
-            "keys, campaigns, referrals, and one stamp per register)."
+            "keys, campaigns, referrals, one per order, redemption outcome and card, and "
+            "one stamp per register)."
+        ),
+    )
+    max_record_bytes: int = Field(
+        default=256 * 1024,
+        ge=16 * 1024,
+        le=320 * 1024,  # its customer.updated must fit Kafka's default 1 MB message limit
+        description=(
+            "RecordLimitExceeded: bytes of the visible fields of one customer's record "
+            "(names and values), which bound its customer.updated message."
         ),
     )
 
@@ -108,6 +143,13 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(default=None, description="SASL user.")
     kafka_sasl_password: SecretStr | None = Field(
         default=None, description="SASL password (from a secret; never logged)."
+    )
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="lz4",
+        description=(
+            "Compression of the records the worker produces (customer.updated, dead "
+            "letters, forwarded referrals)."
+        ),
     )
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="CA bundle (PEM) to verify the brokers (SSL and SASL_SSL)."
@@ -155,12 +197,22 @@ class Settings(BaseSettings):
             "per batch (the latest state)."
         ),
     )
+    record_cache_size: int = Field(
+        default=20_000,
+        ge=0,
+        description=(
+            "Customers whose rendered record the worker keeps in memory between batches "
+            "(least recently changed evicted): a change to a cached customer reads and "
+            "renders only what it touches."
+        ),
+    )
     dedup_max_markers: int = Field(
         default=256,
         ge=1,
         description=(
-            "Dedup markers kept per customer (the most recent). A redelivery is recognised "
-            "while fewer than this many later events of the same customer were applied."
+            "Dedup markers kept per customer (the most recent; up to a quarter more, evicted "
+            "in chunks). A redelivery is recognised while fewer than this many later events "
+            "of the same customer were applied."
         ),
     )
     erase_replay_window_seconds: int = Field(
@@ -200,4 +252,15 @@ class Settings(BaseSettings):
             "Kafka group session timeout: how long a crashed worker's partitions stay "
             "unconsumed before the group hands them to the others."
         ),
+    )
+
+
+def fold_limits(settings: Settings) -> FoldLimits:
+    """What the fold needs of the settings."""
+    return FoldLimits(
+        each_change=settings.publish_every_change,
+        kept_markers=settings.dedup_max_markers,
+        replay_window=settings.erase_replay_window_seconds * 1_000_000,
+        max_fields=settings.limits.max_record_fields,
+        max_bytes=settings.limits.max_record_bytes,
     )

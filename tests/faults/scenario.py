@@ -119,7 +119,7 @@ class Scene:
         self.producer = InputProducer(stack.bootstrap, self.topics)
         self.output = OutputLog(stack.bootstrap, self.topics, PARTITIONS)
         self.redis = Redis.from_url(stack.redis_url, decode_responses=True)
-        self.store = CustomerStore(self.redis, self.key_prefix, 1000, False)
+        self.store = CustomerStore(self.redis, self.key_prefix)
         self.workers = [
             WorkerProcess(self._worker_settings(), workdir, f"worker-{n}")
             for n in range(plan.workers)
@@ -337,12 +337,12 @@ async def play(
             print(scene.logs())
             for line in verdict.publication[:3]:
                 customer = line.split(":", 1)[0]
-                keys = KeyLayout(scene.key_prefix).all(customer)
-                markers = await scene.redis.zrange(keys[5], 0, -1, withscores=True)
-                state = await scene.redis.hgetall(keys[0])
+                keys = KeyLayout(scene.key_prefix)
+                markers = await scene.redis.zrange(keys.markers(customer), 0, -1, withscores=True)
+                state = await scene.redis.hgetall(keys.record(customer))
                 print(f"{customer}: v={state.get('v')} pv={state.get('pv')} markers={markers}")
                 print("  state:", {k: v for k, v in state.items() if not k.startswith("@")})
-                log = await scene.redis.zrange(keys[6], 0, -1, withscores=True)
+                log = await scene.redis.zrange(keys.replay_log(customer), 0, -1, withscores=True)
                 print("  log:", [(json.loads(m)["m"], t) for m, t in log])
                 mine = [
                     (e["id"], e["source"], e["type"], e["time"])

@@ -1,11 +1,12 @@
 """The naive baseline: the worker's work written the way a typical FastStream user would.
 
-One `@broker.subscriber` handler per message (no batching), acknowledged after processing
-(`AckPolicy.ACK`, which commits the consumer's positions per message): validate the event
-with the contracts' TypeAdapter, one Redis round trip (the project's Lua step, one step per
-customer the event touches), render the record and await the publish of each
-`customer.updated` (acks=all) before the next message. Same output as the worker with
-`publish_every_change`, so the comparison is about the structure, not the work.
+One `@broker.subscriber` handler per message (no batching, no cache), acknowledged after
+processing (`AckPolicy.ACK`, which commits the consumer's positions per message): validate
+the event with the contracts' TypeAdapter, then for each customer it touches read the
+stored fields, fold the event (the project's fold) and write it back (the project's
+compare-and-set step): two awaited Redis round trips; render the record and await the
+publish of each `customer.updated` (acks=all) before the next message. Same output as the
+worker with `publish_every_change`, so the comparison is about the structure, not the work.
 
 Run as `python -m tests.perf.naive`, configured like the worker (CW_* variables); it stops
 on SIGTERM.
@@ -14,6 +15,7 @@ on SIGTERM.
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -29,11 +31,13 @@ from contracts.loyalty import ReferralCompleted
 from tests.perf.sandbox import source_topics
 from worker import logs
 from worker.domain.clock import format_time
-from worker.domain.record import render_change
+from worker.domain.fields import visible_fields
+from worker.domain.fold import fold
+from worker.domain.record import RenderedRecord
 from worker.domain.steps import Step, referrer_step_of, step_of
 from worker.messages import Cause, customer_updated
-from worker.settings import Settings
-from worker.store.customer_store import CustomerBatch, CustomerStore, Outcome
+from worker.settings import Settings, fold_limits
+from worker.store.customer_store import CustomerStore, Stale, Written
 
 
 def customer_steps(event: AnyInputEvent) -> list[Step]:
@@ -56,10 +60,10 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
     store = CustomerStore(
         redis,
         key_prefix=settings.key_prefix,
-        max_markers=settings.dedup_max_markers,
-        every_change=True,
         replay_window_seconds=settings.erase_replay_window_seconds,
+        max_markers=settings.dedup_max_markers,
     )
+    limits = replace(fold_limits(settings), each_change=True)
     adapters: dict[str, TypeAdapter[Any]] = {
         topic: TypeAdapter(INPUT_TOPICS[contract])
         for topic, contract in source_topics(settings.topics).items()
@@ -76,13 +80,28 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
         record = cast("ConsumerRecord[bytes, bytes]", message.raw_message)  # not a batch
         event = adapters[record.topic].validate_json(record.value)
         steps = customer_steps(event)
-        outcomes = await store.apply([CustomerBatch(step.customer_id, [step]) for step in steps])
         cause = Cause(event.id, event.source, event.type)
-        for step, outcome in zip(steps, outcomes, strict=True):
-            if not isinstance(outcome, Outcome):
-                raise outcome
-            for snapshot in outcome.snapshots:
-                record, changed = render_change(step.customer_id, snapshot.state, snapshot.before)
+        for step in steps:
+            (state,) = await store.load([step.customer_id])
+            view = RenderedRecord(step.customer_id, state.version, visible_fields(state.fields))
+            while True:
+                erasing = step.ops[0][0] == "E"
+                logged = (await store.logs([step.customer_id]))[0] if erasing else None
+                folded = fold(state, [step], limits, logged=logged)
+                if folded.commit is None:
+                    break
+                (result,) = await store.commit([(step.customer_id, folded.commit)])
+                if isinstance(result, Stale):
+                    (state,) = await store.states([(step.customer_id, result.fields)])
+                    view = RenderedRecord(
+                        step.customer_id, state.version, visible_fields(state.fields)
+                    )
+                    continue
+                if not isinstance(result, Written):
+                    raise result
+                break
+            for snapshot in folded.snapshots:
+                record, changed = view.apply(snapshot.version, snapshot.changes, snapshot.wiped)
                 now = format_time(datetime.now(UTC))
                 out = customer_updated(
                     output, step.customer_id, snapshot.version, record, changed, cause, now

@@ -7,11 +7,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from worker.domain.fold import FoldLimits
 from worker.health import Health
 from worker.intake import Intake
 from worker.messages import OutMessage
 from worker.metrics import Metrics
 from worker.pipeline import BatchPipeline
+from worker.record_cache import RecordCache
 from worker.retry import Retrier
 from worker.settings import Limits, Topics
 from worker.store.customer_store import CustomerStore
@@ -64,27 +66,31 @@ class Harness:
         max_markers: int = 1000,
         replay_window_seconds: int = 86_400,
         limits: Limits | None = None,
+        cache_size: int = 1000,
     ) -> None:
         topics = Topics()
-        self.store = CustomerStore(
-            redis,
-            key_prefix,
-            max_markers,
-            every_change,
-            replay_window_seconds,
-            (limits or Limits()).max_record_fields,
-        )
+        limits = limits or Limits()
+        self.store = CustomerStore(redis, key_prefix, replay_window_seconds, max_markers)
+        self.cache = RecordCache(cache_size)
         self.publisher = RecordingPublisher()
         self.health = Health()
         self.metrics = Metrics()
         self.pipeline = BatchPipeline(
-            intake=Intake(topics.inputs, limits or Limits()),
+            intake=Intake(topics.inputs, limits),
             store=self.store,
             publisher=self.publisher,  # type: ignore[arg-type]
             topics=topics,
             retrier=Retrier(self.health, self.metrics, 0.01, 0.1),
             metrics=self.metrics,
-            max_record_fields=(limits or Limits()).max_record_fields,
+            limits=limits,
+            fold_limits=FoldLimits(
+                each_change=every_change,
+                kept_markers=max_markers,
+                replay_window=replay_window_seconds * 1_000_000,
+                max_fields=limits.max_record_fields,
+                max_bytes=limits.max_record_bytes,
+            ),
+            cache=self.cache,
         )
         self._offset = 0
 

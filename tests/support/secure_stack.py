@@ -35,26 +35,22 @@ LOCAL_CONFIG = REPO / "deploy" / "local"
 #: Longest wait for a service to answer after its start (a loaded 2-core box is slow).
 READY_TIMEOUT = 120.0
 
-#: Commands the worker's own code sends: PING (/readyz), SCRIPT LOAD and EVALSHA (the Lua
-#: step), HGETALL and HGET (`CustomerStore`, `customer-worker get`). AUTH needs no permission.
-CLIENT_COMMANDS = ("ping", "script|load", "evalsha", "hget", "hgetall")
-#: Commands `worker/store/apply.lua` calls: Redis 7 checks a script's calls against the ACL of
+#: Commands the worker's own code sends: PING (/readyz), SCRIPT LOAD and EVALSHA (the commit
+#: step), HGETALL, HGET and ZRANGE (`CustomerStore`: reading records and replay logs,
+#: `customer-worker get`). AUTH needs no permission.
+CLIENT_COMMANDS = ("ping", "script|load", "evalsha", "hget", "hgetall", "zrange")
+#: Commands `worker/store/commit.lua` calls: Redis 7 checks a script's calls against the ACL of
 #: the user running it, keys included.
 SCRIPT_COMMANDS = (
     "del",
     "hdel",
-    "hget",
     "hgetall",
+    "hmget",
     "hset",
     "zadd",
     "zrange",
-    "zrangebyscore",
-    "zrem",
     "zremrangebyrank",
     "zremrangebyscore",
-    "zrevrange",
-    "zrevrangebyscore",
-    "zscore",
 )
 #: Sent by redis-py on connect, its refusal ignored; left out of the rules because Redis < 7.2
 #: does not know it (and rejects a rule naming it). Redis >= 7.2 logs its refusal in ACL LOG.

@@ -1,16 +1,44 @@
 """Names of the fields of a customer's stored state (one Redis hash per customer).
 
 Fixed names contain no ':'; names with a variable part are a prefix ending in ':' followed
-by an id taken verbatim from the event, so the two kinds can never collide. The Lua step
-knows only the bookkeeping names and the order-summary names below; every other name is
-chosen here and passed to it.
+by an id taken verbatim from the event, so the two kinds can never collide. Names starting
+with "@" (stamps), "~" (internal state) or "#" (dedup markers), and the bookkeeping names,
+are never rendered.
 """
 
-# Bookkeeping (never rendered).
-VERSION = "v"
+# Bookkeeping (never rendered), written by the fold.
+VERSION = "v"  # the visible version: bumped by every visible change
+WRITE_SEQUENCE = "w"  # bumped by every write: what a commit compares and sets
 PUBLISHED_VERSION = "pv"
 ERASED_UNTIL = "er"
+MARKER_SEQUENCE = "mq"  # markers written so far (their order, for eviction)
+LAYOUT = "lv"  # "2"; layout 1 kept orders, contributions, balances and markers apart
+# Bookkeeping of the replay log, kept by the commit script alone (see commit.lua).
+LOG_COUNT = "ln"
+LOG_OLDEST = "lo"
 LOG_EVICTED_UNTIL = "lx"
+
+BOOKKEEPING = frozenset(
+    {
+        VERSION,
+        WRITE_SEQUENCE,
+        PUBLISHED_VERSION,
+        ERASED_UNTIL,
+        MARKER_SEQUENCE,
+        LAYOUT,
+        LOG_COUNT,
+        LOG_OLDEST,
+        LOG_EVICTED_UNTIL,
+    }
+)
+SCRIPT_BOOKKEEPING = frozenset({LOG_COUNT, LOG_OLDEST, LOG_EVICTED_UNTIL})
+
+# Prefixes of fields that are not part of the record.
+STAMP = "@"  # + register name: "micros|marker" of the event that last set it
+MARKER = "#"  # + event marker: "version|sequence" of its application
+ORDER = "~o:"  # + order id: the order's state (JSON)
+CONTRIBUTION = "~k:"  # + natural key: the counted event's contribution (JSON)
+CARD = "~"  # + card register (GIFT_CARD / LOYALTY_CARD + code): the card's balance
 
 # Timestamps (integer microseconds).
 CREATED_AT = "ca"
@@ -43,6 +71,16 @@ CAMPAIGN_POINTS = "lcp:"  # + campaign id
 CAMPAIGN_REFERRED = "lcr:"  # + campaign id
 REFERRALS_TOTAL = "referrals.total"
 
-# Stamp-only registers of card balances (the balance itself is kept apart from the record).
+# Stamp-only registers of card balances (the balance itself is under CARD + register).
 GIFT_CARD = "card:gift:"  # + card code
 LOYALTY_CARD = "card:loyalty:"  # + card code
+
+
+def is_visible(name: str) -> bool:
+    """Whether a stored field is part of the record (what `customer.updated` renders)."""
+    return name[0] not in "@~#" and name not in BOOKKEEPING
+
+
+def visible_fields(stored: dict[str, str]) -> dict[str, str]:
+    """The fields of a stored state that are part of the record."""
+    return {name: value for name, value in stored.items() if is_visible(name)}

@@ -6,10 +6,11 @@ fields that feed it alone, so that the record *before* a change only needs the s
 change touched: the `changed` paths are the diff of the two, derived fields included.
 """
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from worker.domain import fields as f
 from worker.domain.clock import format_micros
@@ -78,18 +79,18 @@ def _profile(fields: Fields) -> JsonDict:
     for name, raw in fields.items():
         key = name[len(f.PROFILE) :]
         if key.startswith("address."):
-            address[key[len("address.") :]] = json.loads(raw)
+            address[key[len("address.") :]] = orjson.loads(raw)
         elif key == "tags":
-            part["tags"] = [{"id": tag} for tag in json.loads(raw)]
+            part["tags"] = [{"id": tag} for tag in orjson.loads(raw)]
         else:
-            part[key] = json.loads(raw)
+            part[key] = orjson.loads(raw)
     if address:
         part["address"] = dict(sorted(address.items()))
     return part
 
 
 def _metadata(fields: Fields) -> JsonDict:
-    entries = {name[len(f.METADATA) :]: json.loads(raw) for name, raw in fields.items()}
+    entries = {name[len(f.METADATA) :]: orjson.loads(raw) for name, raw in fields.items()}
     return {"metadata": dict(sorted(entries.items())), "system_metadata": {}}
 
 
@@ -150,7 +151,7 @@ def _loyalty(fields: Fields) -> JsonDict:
         elif name.startswith(f.CAMPAIGN_REFERRED):
             campaign(name[len(f.CAMPAIGN_REFERRED) :])["referred_customers"] = int(raw)
         elif name.startswith(f.TIER):
-            campaign(name[len(f.TIER) :])["loyalty_tier"] = json.loads(raw)
+            campaign(name[len(f.TIER) :])["loyalty_tier"] = orjson.loads(raw)
     points = _int(fields, f.LOYALTY_POINTS)
     loyalty = {
         "points": points,
@@ -161,7 +162,7 @@ def _loyalty(fields: Fields) -> JsonDict:
 
 
 def _referrals(fields: Fields) -> JsonDict:
-    entries = [json.loads(raw) for name, raw in fields.items() if name.startswith(f.REFERRAL)]
+    entries = [orjson.loads(raw) for name, raw in fields.items() if name.startswith(f.REFERRAL)]
     entries.sort(key=lambda entry: (entry["t"], entry["campaign_id"]))
     referrals = {
         "total": _int(fields, f.REFERRALS_TOTAL),
@@ -171,12 +172,14 @@ def _referrals(fields: Fields) -> JsonDict:
 
 
 def _times(fields: Fields) -> JsonDict:
+    if f.CREATED_AT not in fields:  # no state (yet, or any more): never assembled
+        return {}
     part: JsonDict = {
         "created_at": format_micros(int(fields[f.CREATED_AT])),
         "updated_at": format_micros(int(fields[f.UPDATED_AT])),
     }
     if f.DELETED_AT in fields:
-        part["deleted_at"] = json.loads(fields[f.DELETED_AT])
+        part["deleted_at"] = orjson.loads(fields[f.DELETED_AT])
     return part
 
 
@@ -216,32 +219,103 @@ def render(customer_id: str, state: Fields) -> JsonDict | None:
     return _assemble(customer_id, _render_sections(split(state)))
 
 
-def render_change(
-    customer_id: str, state: Fields, before: Mapping[str, str | None]
-) -> tuple[JsonDict | None, list[str]]:
-    """The record for `state` (None once erased) and the dotted paths that differ from the
-    record before the change; `before` holds the old value (None: absent) of every field
-    that changed. Only the sections those fields feed are rendered a second time."""
-    if f.CREATED_AT not in state:
-        return None, []  # a tombstone carries no record and no paths
-    parts = split(state)
-    after = _render_sections(parts)
-    after_record = _assemble(customer_id, after)
-    if f.CREATED_AT in before and before[f.CREATED_AT] is None:  # created by this change
-        return after_record, changed_paths(None, after_record)
-    earlier = dict(after)
-    touched = {section for name in before if (section := section_of(name)) is not None}
-    for section in touched:
-        fields = dict(parts.get(section, {}))
-        for name, old in before.items():
-            if section_of(name) != section:
+#: The section that renders each `summary.*` part of the record, in output order.
+_SUMMARY_PARTS = (("summary.redemptions", REDEMPTIONS), ("summary.orders", ORDERS))
+_SUMMARY_OF = {section: key for key, section in _SUMMARY_PARTS}
+
+
+class _Fragments:
+    """One rendered section as JSON bytes: its top-level keys (without the braces) and its
+    `summary.*` part if it has one, so that a record is assembled by concatenation."""
+
+    __slots__ = ("summary", "top")
+
+    def __init__(self, section: str, part: JsonDict) -> None:
+        """(Takes `part` apart.) Both are kept without their braces: slicing copies them to
+        their size, where orjson's own output keeps a buffer of 4 KiB or more."""
+        key = _SUMMARY_OF.get(section)
+        self.summary = b"" if key is None else orjson.dumps(part.pop(key))[1:-1]
+        self.top = orjson.dumps(part)[1:-1]
+
+    def part(self, section: str) -> JsonDict:
+        """The section as rendered (for a diff)."""
+        part: JsonDict = orjson.loads(b"{" + self.top + b"}")
+        key = _SUMMARY_OF.get(section)
+        if key is not None:
+            part[key] = orjson.loads(b"{" + self.summary + b"}")
+        return part
+
+
+class RenderedRecord:
+    """One customer's visible fields, by section, with each section rendered to JSON bytes,
+    kept between batches: a change re-renders only the sections its fields feed, the
+    `changed` paths are the diff of those sections alone (derived fields included), and the
+    record's JSON is assembled from the sections' bytes."""
+
+    __slots__ = ("_fragments", "_head", "_parts", "customer_id", "version")
+
+    def __init__(self, customer_id: str, version: int, state: Fields) -> None:
+        self.customer_id = customer_id
+        self.version = version
+        self._head = b'{"id":' + orjson.dumps(customer_id) + b',"object":"customer"'
+        self._parts = split(state)
+        self._fragments = {
+            name: _Fragments(name, render_part(self._parts.get(name, {})))
+            for name, render_part in _RENDERERS.items()
+        }
+
+    @property
+    def exists(self) -> bool:
+        """False until the first event, and once erased."""
+        return f.CREATED_AT in self._parts.get(TIMES, ())
+
+    def record_json(self) -> bytes | None:
+        """The record as JSON (None: no state)."""
+        if not self.exists:
+            return None
+        fragments = self._fragments
+        tops = b",".join(fragment.top for fragment in fragments.values() if fragment.top)
+        redemptions, orders = fragments[REDEMPTIONS].summary, fragments[ORDERS].summary
+        return b'%s,%s,"summary":{"redemptions":{%s},"orders":{%s}}}' % (
+            self._head,
+            tops,
+            redemptions,
+            orders,
+        )
+
+    def apply(
+        self, version: int, changes: Mapping[str, str | None], wiped: bool = False
+    ) -> tuple[bytes | None, list[str]]:
+        """Fold in the fields changed at `version` (None: removed), after emptying the
+        state if `wiped`; returns the record's JSON (None once erased) and the dotted paths
+        that differ from the record before."""
+        existed = self.exists and not wiped
+        if wiped:
+            self._parts = {}
+        touched = set(_RENDERERS) if wiped else set()
+        for name, value in changes.items():
+            section = section_of(name)
+            if section is None:
                 continue
-            if old is None:
-                fields.pop(name, None)
+            touched.add(section)
+            part = self._parts.setdefault(section, {})
+            if value is None:
+                part.pop(name, None)
             else:
-                fields[name] = old
-        earlier[section] = _RENDERERS[section](fields)
-    return after_record, changed_paths(_assemble(customer_id, earlier), after_record)
+                part[name] = value
+        paths: list[str] = []
+        for section in touched:
+            rendered = _RENDERERS[section](self._parts.get(section, {}))
+            if existed:
+                paths += _diff(self._fragments[section].part(section), rendered, "")
+            self._fragments[section] = _Fragments(section, rendered)
+        self.version = version
+        record = self.record_json()
+        if record is None:
+            return None, []  # a tombstone carries no record and no paths
+        if not existed:  # created by this change: every leaf is new
+            return record, changed_paths(None, orjson.loads(record))
+        return record, sorted(paths)
 
 
 def changed_paths(before: JsonDict | None, after: JsonDict | None) -> list[str]:

@@ -19,13 +19,12 @@ Stamps order events by (`time`, `id`, `source`), which is total: equal stamps me
 event. Every number is sent as a decimal string so no float formatting ever touches it.
 """
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from pydantic_core import to_json
+import orjson
 
 from contracts.customers import (
     ADDRESS_FIELDS,
@@ -60,7 +59,7 @@ class Step:
 
     def encode(self) -> bytes:
         """JSON argument of the Lua step."""
-        return to_json({"m": self.marker, "t": str(self.micros), "o": self.ops})
+        return orjson.dumps({"m": self.marker, "t": str(self.micros), "o": self.ops})
 
 
 def marker_of(event: AnyInputEvent) -> str:
@@ -70,7 +69,7 @@ def marker_of(event: AnyInputEvent) -> str:
 
 def _json(value: Any) -> str:
     """Canonical JSON text of a register's value (sorted keys: equal values, equal text)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _set(field: str, value: Any, guard: str | None = None) -> Op:

@@ -1,64 +1,44 @@
-"""Applies batches of steps to customers' state in Redis: one script call per customer,
-all calls of a batch pipelined into one round trip."""
+"""The customers' state in Redis: read what the worker does not hold, and write what the fold
+computed with one atomic compare-and-set script call per customer (`commit.lua`), all the
+calls of a batch pipelined into one round trip."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
+from itertools import chain
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 
 from worker.domain import fields
-from worker.domain.steps import Step
+from worker.domain.fold import LAYOUT_VERSION, Commit, CustomerState
 from worker.store.keys import KeyLayout
 
-APPLY_SCRIPT = files("worker.store").joinpath("apply.lua").read_text(encoding="utf-8")
+COMMIT_SCRIPT = files("worker.store").joinpath("commit.lua").read_text(encoding="utf-8")
+
+#: `Commit.expected` of a layout 1 record, which has no write sequence.
+LEGACY = -1
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A customer's state as of `version`, and what it was before the changes it folds in.
+class Written:
+    """The commit was written; `beyond_log`: it erased past what the replay log may have
+    evicted (events dated after the erase may be missing from the fresh record)."""
 
-    `cause` is the position, among the customer's steps of the batch, of the step the
-    version is attributed to (the last one applied, or the redelivered one).
-    """
-
-    version: int
-    cause: int
-    state: dict[str, str]
-    before: dict[str, str | None]
+    beyond_log: bool
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """Per-step outcome letters (A applied, U unchanged, I ignored as erased, D duplicate,
-    R refused: the record would outgrow its cap) and the snapshots to publish."""
+class Stale:
+    """Nothing was written: the stored fields were not the expected ones. Here they are."""
 
-    letters: str
-    snapshots: list[Snapshot] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class CustomerBatch:
-    """The steps of one customer in one batch, in delivery order."""
-
-    customer_id: str
-    steps: list[Step] = field(default_factory=list)
-    confirmed_version: int = 0
+    fields: dict[str, str]
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
     items = iter(flat)
     return dict(zip(items, items, strict=True))
-
-
-def _outcome(reply: Sequence[Any]) -> Outcome:
-    snapshots = [
-        Snapshot(int(version), int(index) - 1, before=_pairs(diff), state=_pairs(state))
-        for version, index, diff, state in reply[1:]
-    ]
-    return Outcome(letters=reply[0], snapshots=snapshots)
 
 
 class CustomerStore:
@@ -68,63 +48,136 @@ class CustomerStore:
         self,
         redis: "Redis | RedisCluster",
         key_prefix: str,
-        max_markers: int,
-        every_change: bool,
         replay_window_seconds: int = 86_400,
-        max_record_fields: int = 2000,
+        max_markers: int = 256,
     ) -> None:
         self._redis = redis
         self._keys = KeyLayout(key_prefix)
-        self._max_markers = str(max_markers)
-        self._every_change = "1" if every_change else "0"
-        self._replay_window = str(replay_window_seconds * 1_000_000)
-        self._max_fields = str(max_record_fields)
+        self._window = str(replay_window_seconds * 1_000_000)
+        self._kept = str(max_markers)
         self._sha: str | None = None
 
-    async def _load(self) -> str:
-        self._sha = str(await self._redis.script_load(APPLY_SCRIPT))
+    async def _load_script(self) -> str:
+        self._sha = str(await self._redis.script_load(COMMIT_SCRIPT))
         return self._sha
 
-    async def apply(self, batches: Sequence[CustomerBatch]) -> list[Outcome | ResponseError]:
-        """Apply every customer's steps; one pipelined round trip (two after a script flush).
+    async def commit(
+        self, commits: Sequence[tuple[str, Commit]]
+    ) -> list[Written | Stale | ResponseError]:
+        """Write each customer's commit; one pipelined round trip (two after a script flush).
 
-        A customer whose script call Redis rejected gets its error back in place of its
-        outcome. Connection failures, read-only replicas and out-of-memory raise instead:
-        the caller retries the whole batch, which is safe because every step is idempotent.
+        A customer whose call Redis rejected gets its error back in place of its result.
+        Connection failures, read-only replicas and out-of-memory raise instead: the caller
+        retries, which is safe because a commit applies at most once (its write sequence).
         """
-        sha = self._sha or await self._load()
-        replies = await self._call(sha, batches)
+        sha = self._sha or await self._load_script()
+        replies = await self._call(sha, commits)
         if any(isinstance(r, NoScriptError) for r in replies):
-            sha = await self._load()
-            replies = await self._call(sha, batches)
-        outcomes: list[Outcome | ResponseError] = []
+            sha = await self._load_script()
+            replies = await self._call(sha, commits)
+        results: list[Written | Stale | ResponseError] = []
         for reply in replies:
             if isinstance(reply, (OutOfMemoryError, ReadOnlyError)) or not isinstance(
                 reply, (ResponseError, list)
             ):
                 raise reply if isinstance(reply, Exception) else TypeError(repr(reply))
-            outcomes.append(reply if isinstance(reply, ResponseError) else _outcome(reply))
-        return outcomes
+            if isinstance(reply, ResponseError):
+                results.append(reply)
+            elif reply[0] == 1:
+                results.append(Written(reply[1] == 1))
+            else:
+                results.append(Stale(_pairs(reply[1])))
+        return results
 
-    async def _call(self, sha: str, batches: Sequence[CustomerBatch]) -> list[Any]:
+    async def _call(self, sha: str, commits: Sequence[tuple[str, Commit]]) -> list[Any]:
+        keys, window, kept = self._keys, self._window, self._kept
         async with self._redis.pipeline(transaction=False) as pipe:
-            for batch in batches:
-                keys = self._keys.all(batch.customer_id)
+            for customer_id, commit in commits:
+                extra = keys.legacy(customer_id) if commit.expected == LEGACY else []
                 args: list[str | bytes] = [
-                    str(batch.confirmed_version),
-                    self._every_change,
-                    self._max_markers,
-                    self._replay_window,
-                    self._max_fields,
+                    "-" if commit.expected == LEGACY else str(commit.expected),
+                    str(len(commit.sets)),
+                    str(len(commit.deletes)),
+                    str(len(commit.log)),
+                    "" if commit.erase_cut is None else str(commit.erase_cut),
+                    "" if commit.latest is None else str(commit.latest),
+                    window,
+                    kept,
                 ]
-                args += [step.encode() for step in batch.steps]
+                args += chain.from_iterable(commit.sets.items())
+                args += commit.deletes
+                for micros, entry in commit.log:
+                    args += (str(micros), entry)
                 # Not `pipe.evalsha`: redis-py refuses that name on cluster pipelines, while
                 # the command itself is routed by its keys (one slot) like any other.
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+                pipe.execute_command(
+                    "EVALSHA",
+                    sha,
+                    2 + len(extra),
+                    keys.record(customer_id),
+                    keys.replay_log(customer_id),
+                    *extra,
+                    *args,
+                )
             return list(await pipe.execute(raise_on_error=False))
 
+    async def load(self, customer_ids: Sequence[str]) -> list[CustomerState]:
+        """The customers' stored state (one pipelined round trip; layout 1 records are
+        migrated first, once)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                pipe.hgetall(self._keys.record(customer_id))
+            found = await pipe.execute()
+        return await self.states(list(zip(customer_ids, found, strict=True)))
+
+    async def states(self, stored: Sequence[tuple[str, dict[str, str]]]) -> list[CustomerState]:
+        """States of stored fields as read (migrating the layout 1 records among them)."""
+        states: list[CustomerState] = []
+        for customer_id, record in stored:
+            while fields.VERSION in record and fields.WRITE_SEQUENCE not in record:
+                record = await self._migrate(customer_id, record)
+            states.append(CustomerState(customer_id, record))
+        return states
+
+    async def _migrate(self, customer_id: str, record: dict[str, str]) -> dict[str, str]:
+        """Move a layout 1 record's side keys into its record hash; the fields after that
+        (or, if another worker wrote the record meanwhile, the fields it wrote)."""
+        balances, orders, _, contributions, _ = self._keys.legacy(customer_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(balances)
+            pipe.hgetall(orders)
+            pipe.hgetall(contributions)
+            pipe.zrange(self._keys.legacy(customer_id)[4], 0, -1, withscores=True)
+            cards, order_states, counted, markers = await pipe.execute()
+        moved = {fields.CARD + name: value for name, value in cards.items()}
+        moved |= {fields.ORDER + name: value for name, value in order_states.items()}
+        moved |= {fields.CONTRIBUTION + name: value for name, value in counted.items()}
+        moved |= {
+            fields.MARKER + marker: f"{int(version)}|{rank}"
+            for rank, (marker, version) in enumerate(markers)
+        }
+        moved[fields.MARKER_SEQUENCE] = str(len(markers))
+        moved[fields.LAYOUT] = LAYOUT_VERSION
+        moved[fields.WRITE_SEQUENCE] = "1"
+        commit = Commit(LEGACY, moved, ["dn"] if "dn" in record else [], [], None, None)
+        (result,) = await self.commit([(customer_id, commit)])
+        if isinstance(result, ResponseError):
+            raise result
+        if isinstance(result, Stale):
+            return result.fields
+        migrated = {name: value for name, value in record.items() if name != "dn"}
+        return migrated | moved
+
+    async def logs(self, customer_ids: Sequence[str]) -> list[list[tuple[int, bytes]]]:
+        """The customers' replay logs: (micros, step JSON), oldest first."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                pipe.zrange(self._keys.replay_log(customer_id), 0, -1, withscores=True)
+            found = await pipe.execute()
+        return [[(int(score), entry.encode()) for entry, score in log] for log in found]
+
     async def state(self, customer_id: str) -> dict[str, str]:
-        """The stored state of one customer (empty if unknown)."""
+        """The stored fields of one customer (empty if unknown)."""
         state = await self._redis.hgetall(self._keys.record(customer_id))
         return cast("dict[str, str]", state)
 

@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass
 
-#: Suffixes of a customer's keys, in the order the Lua step expects them.
-SUFFIXES = ("r", "b", "o", "lo", "k", "d", "lg")
+#: Keys of layout 1 that layout 2 folds into the record hash: card balances, orders,
+#: counted orders, contributions, dedup markers. Deleted when a record is migrated.
+LEGACY_SUFFIXES = ("b", "o", "lo", "k", "d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,9 +14,17 @@ class KeyLayout:
     prefix: str
 
     def record(self, customer_id: str) -> str:
-        """The hash holding the rendered state (see `worker.domain.fields`)."""
+        """The hash holding all of the customer's fields (see `worker.domain.fields`)."""
         return f"{self.prefix}:{{{customer_id}}}:r"
 
+    def replay_log(self, customer_id: str) -> str:
+        """The sorted set of recent events (step JSON -> event time)."""
+        return f"{self.prefix}:{{{customer_id}}}:lg"
+
+    def legacy(self, customer_id: str) -> list[str]:
+        """The layout 1 side keys of the customer, in LEGACY_SUFFIXES order."""
+        return [f"{self.prefix}:{{{customer_id}}}:{suffix}" for suffix in LEGACY_SUFFIXES]
+
     def all(self, customer_id: str) -> list[str]:
-        """Every key of the customer, all in one cluster slot."""
-        return [f"{self.prefix}:{{{customer_id}}}:{suffix}" for suffix in SUFFIXES]
+        """Every key the customer may have, all in one cluster slot."""
+        return [self.record(customer_id), self.replay_log(customer_id), *self.legacy(customer_id)]

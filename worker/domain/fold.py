@@ -1,0 +1,610 @@
+"""The fold: one customer's steps applied to its stored fields, in memory (pure, no I/O).
+
+A customer's stored fields (one Redis hash, names in `fields`) are the visible fields of the
+record, the stamp ("micros|marker") of every register ("@" + name), internal state ("~o:"
+order -> JSON, "~k:" natural key -> contribution JSON, "~" + card register -> balance), the
+dedup markers ("#" + marker -> "version|sequence") and bookkeeping. The worker holds them
+(`CustomerState`), folds a batch's steps into a copy-on-write view of them (`fold`), and the
+store writes the difference (`Commit`) atomically if the stored fields are still the ones
+the fold started from (their write sequence): see `worker.store.customer_store`.
+
+The primitives (`worker.domain.steps` maps events onto them): `S` last-writer-wins register,
+`C` clear a prefix of registers, `B` last-writer-wins card balance summed over cards, `A`
+counters, `K` contribution of the earliest event per natural key, `O` per-order state
+feeding the order summary, `E` erase. Stamps order events by (time, id, source): a total
+order, compared byte-wise (str order is code-point order, which is UTF-8 byte order).
+
+Exact numbers: the contract bounds every integer of an event by MAX = 2^53 - 1, and every
+counter and sum is computed with Python's exact integers and checked against [-MAX, MAX]
+before it is stored; an event that would push one out is refused whole (X), like one that
+would grow the record beyond its caps (R). So every stored and published number is exact for
+any JSON consumer; counts (orders, outcomes, referrals) add 1 per stored field, so the field
+cap bounds them far below MAX. The average order amount is computed from the exact total and
+count when the record is rendered.
+
+Erasure and order: an erase at time T wipes the state, then folds again the logged events
+dated after T (the replay log: the recent applied events, see `commit.lua`), so the record
+does not depend on whether they arrived before or after it.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from contracts.scalars import MAX_SAFE_INTEGER
+from worker.domain import fields as f
+from worker.domain.steps import Step
+
+LAYOUT_VERSION: Final = "2"
+_COUNTED: Final = frozenset({"PAID", "FULFILLED"})
+_MISSING: Final = object()
+_MAX: Final = MAX_SAFE_INTEGER
+
+
+@dataclass(frozen=True, slots=True)
+class FoldLimits:
+    """How the fold publishes and what bounds one customer's state."""
+
+    each_change: bool = False
+    kept_markers: int = 256
+    replay_window: int = 86_400 * 1_000_000  # microseconds
+    max_fields: int = 10_000
+    max_bytes: int = 256 * 1024
+
+
+_BOOKKEEPING: Final = f.BOOKKEEPING
+
+
+def _counts_for_cap(name: str) -> bool:
+    """Fields the record cap counts: all but markers (bounded on their own) and bookkeeping."""
+    return name[0] != "#" and name not in _BOOKKEEPING
+
+
+def _size(name: str, value: str) -> int:
+    """UTF-8 bytes of a visible field (name and value)."""
+    if name.isascii() and value.isascii():
+        return len(name) + len(value)
+    return len(name.encode()) + len(value.encode())
+
+
+def _order_date(state: dict[str, str]) -> str:
+    """created_at of the latest event carrying one, else the earliest event time."""
+    return state.get("d") or state["f"]
+
+
+def _stamp(raw: str) -> tuple[int, str]:
+    micros, _, marker = raw.partition("|")
+    return int(micros), marker
+
+
+class CustomerState:
+    """A customer's stored fields as the worker holds them between batches, with counts the
+    fold needs kept up to date (and, lazily, the counted orders)."""
+
+    __slots__ = (
+        "_counted",
+        "customer_id",
+        "fields",
+        "markers",
+        "record_fields",
+        "rendered",
+        "visible_bytes",
+    )
+
+    def __init__(self, customer_id: str, fields: dict[str, str]) -> None:
+        self.customer_id = customer_id
+        self.fields = fields
+        self.record_fields = sum(1 for name in fields if _counts_for_cap(name))
+        self.markers = sum(1 for name in fields if name[0] == "#")
+        self.visible_bytes = sum(
+            _size(name, value) for name, value in fields.items() if f.is_visible(name)
+        )
+        self._counted: dict[str, tuple[int, str]] | None = None
+        self.rendered: object = None  # the pipeline's rendered record of these fields
+
+    @property
+    def version(self) -> int:
+        """The visible version."""
+        return int(self.fields.get(f.VERSION, 0))
+
+    @property
+    def write_sequence(self) -> int:
+        """What the stored fields must still be at for a commit to apply."""
+        return int(self.fields.get(f.WRITE_SEQUENCE, 0))
+
+    def counted_orders(self) -> dict[str, tuple[int, str]]:
+        """Counted orders: order id -> (order date, amount), read from the order states once."""
+        if self._counted is None:
+            counted = {}
+            for name, raw in self.fields.items():
+                if name.startswith(f.ORDER):
+                    order = orjson.loads(raw)
+                    if order["s"] in _COUNTED:
+                        counted[name[len(f.ORDER) :]] = (int(_order_date(order)), order["a"])
+            self._counted = counted
+        return self._counted
+
+    def commit(self, folded: "Folded") -> None:
+        """Keep the fold's changes (its commit was written)."""
+        self.record_fields, self.markers = folded.record_fields, folded.markers
+        self.visible_bytes = folded.visible_bytes
+        if folded.counted is not None:
+            self._counted = folded.counted
+
+    def undo(self, folded: "Folded") -> None:
+        """Put the fields back as they were before the fold (its commit was not written)."""
+        _revert(self.fields, folded.before)
+
+
+def _revert(fields: dict[str, str], before: dict[str, str | None]) -> None:
+    for name, old in before.items():
+        if old is None:
+            fields.pop(name, None)
+        else:
+            fields[name] = old
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The customer's version, and the visible fields changed since the previous snapshot
+    (None: removed); `wiped`: the visible state was emptied first (an erase). `cause` is
+    the position of the step the version is attributed to."""
+
+    version: int
+    cause: int
+    wiped: bool
+    changes: dict[str, str | None]
+
+
+@dataclass(slots=True)
+class Commit:
+    """What the store writes for one customer, in one atomic step, if the stored fields are
+    still at write sequence `expected`: field writes and deletions, replay log entries
+    (micros, step JSON), and for an erase the time up to which the log is dropped first."""
+
+    expected: int
+    sets: dict[str, str]
+    deletes: list[str]
+    log: list[tuple[int, bytes]]
+    erase_cut: int | None
+    latest: int | None  # the customer's latest event time (bounds the log by age)
+
+
+@dataclass(slots=True)
+class Folded:
+    """The fold of one customer's steps: an outcome letter per step (A applied, U applied
+    without visible change, I ignored as erased, D duplicate, R refused by the record caps,
+    X refused as out of the exact range), the snapshots to publish, and what to write."""
+
+    letters: str
+    snapshots: list[Snapshot]
+    commit: Commit | None  # None: nothing to write
+    before: dict[str, str | None]  # the fields it changed, as they were (see `undo`)
+    record_fields: int
+    markers: int
+    visible_bytes: int
+    counted: dict[str, tuple[int, str]] | None
+    refold_refused: int = 0  # logged events that no longer fit after an erase
+
+
+class _Refused(Exception):
+    """The event being applied must be undone (its letter: R or X)."""
+
+    def __init__(self, letter: str) -> None:
+        super().__init__(letter)
+        self.letter = letter
+
+
+class _Fold:
+    """One fold: a copy of the state's fields, changed in place, with the names it wrote
+    and an undo journal per event. The methods named like the primitives apply one
+    operation of the event being applied."""
+
+    def __init__(
+        self, state: CustomerState, limits: FoldLimits, logged: Sequence[tuple[int, bytes]] | None
+    ) -> None:
+        self.state = state
+        self.fields = state.fields  # changed in place; `undo` puts it back
+        self.before: dict[str, str | None] = {}  # the value before this fold of each written name
+        self.limits = limits
+        self.logged = logged
+        self.journal: list[tuple[str, str | None]] | None = None
+        self.record_fields = state.record_fields
+        self.markers = state.markers
+        self.visible_bytes = state.visible_bytes
+        self.counted: dict[str, tuple[int, str]] | None = None
+        self.counted_journal: list[tuple[str, object]] | None = None
+        self.changed: set[str] = set()
+        self.newly_changed: list[str] | None = None  # names the event added to `changed`
+        self.event_changed = False
+        self.wiped = False
+        # The event being applied: micros as text and number, marker.
+        self.ts, self.t, self.m = "", 0, ""
+
+    # ------------------------------------------------------------------------ fields
+    def assign(self, name: str, value: str | None) -> str | None:
+        """Set (None: delete) a field; returns its old value."""
+        fields = self.fields
+        old = fields.get(name)
+        if old == value:
+            return old
+        if self.journal is not None:
+            self.journal.append((name, old))
+        if value is None:
+            del fields[name]
+        else:
+            fields[name] = value
+        if name not in self.before:
+            self.before[name] = old
+        if old is None or value is None:  # a field appears or goes: the counts move
+            delta = 1 if old is None else -1
+            if name[0] == "#":
+                self.markers += delta
+            elif name not in _BOOKKEEPING:
+                self.record_fields += delta
+        return old
+
+    def put(self, name: str, value: str | None) -> None:
+        """Set a visible field: tracked for the snapshots and the byte cap."""
+        old = self.assign(name, value)
+        if old == value:
+            return
+        if old is None:
+            self.visible_bytes += _size(name, value)  # type: ignore[arg-type]
+        elif value is None:
+            self.visible_bytes -= _size(name, old)
+        else:
+            self.visible_bytes += _size("", value) - _size("", old)
+        if name not in self.changed:
+            self.changed.add(name)
+            if self.newly_changed is not None:
+                self.newly_changed.append(name)
+        self.event_changed = True
+
+    # Bookkeeping is written outside `apply` only: never undone with an event.
+    book = assign
+
+    def add(self, name: str, delta: int) -> None:
+        if delta:
+            value = int(self.fields.get(name) or 0) + delta
+            if not -_MAX <= value <= _MAX:
+                raise _Refused("X")
+            self.put(name, str(value))
+
+    # ------------------------------------------------------------------------ registers
+    def stamp_of(self, register: str) -> tuple[int, str] | None:
+        raw = self.fields.get(f.STAMP + register)
+        return None if raw is None else _stamp(raw)
+
+    def later_than(self, t: int, m: str) -> bool:
+        """Is the event being applied later than stamp (t, m)?"""
+        return self.t > t or (self.t == t and self.m > m)
+
+    def wins(self, register: str) -> bool:
+        stamp = self.stamp_of(register)
+        return stamp is None or self.later_than(*stamp)
+
+    def take(self, register: str) -> None:
+        self.assign(f.STAMP + register, f"{self.ts}|{self.m}")
+
+    def touch(self) -> None:
+        created, updated = self.fields.get(f.CREATED_AT), self.fields.get(f.UPDATED_AT)
+        if created is None or self.t < int(created):
+            self.put(f.CREATED_AT, self.ts)
+        if updated is None or self.t > int(updated):
+            self.put(f.UPDATED_AT, self.ts)
+
+    def op_S(self, op: Sequence[Any]) -> None:
+        name, value, guard = op[1], op[2], op[3]
+        if guard is not None:
+            stamp = self.stamp_of(guard)
+            if stamp is not None and not self.later_than(*stamp):
+                return
+        if self.wins(name):
+            self.take(name)
+            self.put(name, value)
+
+    def op_C(self, op: Sequence[Any]) -> None:
+        prefix, register = op[1], op[2]
+        if not self.wins(register):
+            return
+        self.take(register)
+        doomed = [name for name in self.fields if name.startswith(prefix) and self.wins(name)]
+        for name in doomed:
+            self.put(name, None)
+
+    def op_B(self, op: Sequence[Any]) -> None:
+        register, balance, total = op[1], op[2], op[3]
+        if not self.wins(register):
+            return
+        self.take(register)
+        old = self.assign(f.CARD + register, balance)
+        self.add(total, int(balance) - int(old or 0))
+
+    def op_A(self, op: Sequence[Any]) -> None:
+        for k in range(1, len(op), 2):
+            name, delta = op[k], op[k + 1]
+            self.add(name, int(delta))
+
+    def op_K(self, op: Sequence[Any]) -> None:
+        key, value_field, value = op[1], op[2], op[3]
+        name = f.CONTRIBUTION + str(key)
+        net: dict[str, int] = {}
+        current = self.fields.get(name)
+        if current is not None:
+            earlier = orjson.loads(current)
+            if self.later_than(int(earlier["t"]), earlier["m"]):
+                return  # the earliest event of the key counts, and it is counted already
+            d = earlier["d"]
+            for k in range(0, len(d), 2):
+                net[d[k]] = net.get(d[k], 0) - int(d[k + 1])
+        deltas = list(op[4:])
+        for k in range(0, len(deltas), 2):
+            counter = deltas[k]
+            net[counter] = net.get(counter, 0) + int(deltas[k + 1] or 0)
+        self.assign(name, orjson.dumps({"t": self.ts, "m": self.m, "d": deltas}).decode())
+        for counter, delta in net.items():
+            self.add(counter, delta)
+        if value_field is not None:
+            self.put(value_field, value)
+
+    def op_O(self, op: Sequence[Any]) -> None:
+        order_id, status, amount, created = op[1], op[2], op[3], op[4]
+        name = f.ORDER + order_id
+        raw = self.fields.get(name)
+        if raw is not None:
+            order = orjson.loads(raw)
+            was_counted, old_amount = order["s"] in _COUNTED, order["a"]
+            old_date = _order_date(order)
+            if self.t < int(order["f"]):
+                order["f"] = self.ts
+        else:
+            order, was_counted, old_amount, old_date = {"f": self.ts}, False, "0", ""
+        if created is not None and (
+            "dt" not in order or self.later_than(int(order["dt"]), order["dm"])
+        ):
+            order["d"], order["dt"], order["dm"] = created, self.ts, self.m
+        if "t" not in order or self.later_than(int(order["t"]), order["m"]):
+            order["s"], order["a"], order["t"], order["m"] = status, amount, self.ts, self.m
+        self.assign(name, orjson.dumps(order).decode())
+        counted, date = order["s"] in _COUNTED, _order_date(order)
+        self.add(
+            f.ORDERS_TOTAL_AMOUNT,
+            (int(order["a"]) if counted else 0) - (int(old_amount) if was_counted else 0),
+        )
+        self.add(f.ORDERS_TOTAL_COUNT, int(counted) - int(was_counted))
+        if counted != was_counted or (counted and (date != old_date or order["a"] != old_amount)):
+            self.count_order(order_id, (int(date), order["a"]) if counted else None)
+
+    def count_order(self, order_id: str, entry: tuple[int, str] | None) -> None:
+        """Update the counted orders and the last order (the latest by date, then id)."""
+        if self.counted is None:
+            self.counted = dict(self.state.counted_orders())
+        counted = self.counted
+        if self.counted_journal is not None:
+            self.counted_journal.append((order_id, counted.get(order_id, _MISSING)))
+        if entry is None:
+            counted.pop(order_id, None)
+        else:
+            counted[order_id] = entry
+        if counted:
+            last = max(counted, key=lambda order: (counted[order][0], order))
+            date, amount = counted[last]
+            self.put(f.ORDERS_LAST_AMOUNT, amount)
+            self.put(f.ORDERS_LAST_DATE, str(date))
+        else:
+            self.put(f.ORDERS_LAST_AMOUNT, None)
+            self.put(f.ORDERS_LAST_DATE, None)
+
+    # ------------------------------------------------------------------------ events
+    def apply(self, step_micros: int, marker: str, ops: Sequence[Sequence[Any]]) -> str | None:
+        """Apply one event, or undo it entirely; returns the refusal letter, if refused."""
+        self.journal, self.counted_journal, self.newly_changed = [], [], []
+        saved = (self.record_fields, self.markers, self.visible_bytes, self.event_changed)
+        self.ts, self.t, self.m = str(step_micros), step_micros, marker
+        try:
+            self.touch()
+            for op in ops:
+                _PRIMITIVES[op[0]](self, op)
+            if self.record_fields > saved[0] and self.record_fields > self.limits.max_fields:
+                raise _Refused("R")
+            if self.visible_bytes > saved[2] and self.visible_bytes > self.limits.max_bytes:
+                raise _Refused("R")
+        except _Refused as refused:
+            fields = self.fields
+            for name, previous in reversed(self.journal):
+                if previous is None:
+                    fields.pop(name, None)
+                else:
+                    fields[name] = previous
+            for order_id, entry in reversed(self.counted_journal):
+                assert self.counted is not None
+                if entry is _MISSING:
+                    self.counted.pop(order_id, None)
+                else:
+                    self.counted[order_id] = entry  # type: ignore[assignment]
+            self.record_fields, self.markers, self.visible_bytes, self.event_changed = saved
+            self.changed.difference_update(self.newly_changed)
+            return refused.letter
+        finally:
+            self.journal = self.counted_journal = self.newly_changed = None
+        return None
+
+    def erase(self, micros: int, pending: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """Wipe everything but bookkeeping and markers; returns the logged events dated after
+        the erase (those of the log and this fold's), to fold again."""
+        if self.logged is None:
+            raise RuntimeError("an erase needs the customer's replay log")
+        self.ts, self.t = str(micros), micros
+        for name in [n for n in self.fields if n not in f.BOOKKEEPING and n[0] != "#"]:
+            if f.is_visible(name):
+                self.put(name, None)
+            else:
+                self.assign(name, None)
+        self.counted = {}
+        self.book(f.ERASED_UNTIL, str(micros))
+        self.changed, self.event_changed, self.wiped = set(), True, True
+        return sorted(entry for entry in (*self.logged, *pending) if entry[0] > micros)
+
+    def snapshot(self, version: int, index: int) -> Snapshot:
+        taken = Snapshot(
+            version, index, self.wiped, {name: self.fields.get(name) for name in self.changed}
+        )
+        self.changed, self.wiped = set(), False
+        return taken
+
+
+_PRIMITIVES: dict[str, Callable[[_Fold, Sequence[Any]], None]] = {
+    "S": _Fold.op_S,
+    "C": _Fold.op_C,
+    "B": _Fold.op_B,
+    "A": _Fold.op_A,
+    "K": _Fold.op_K,
+    "O": _Fold.op_O,
+}
+
+
+def _marker_version(raw: str) -> int:
+    return int(raw.partition("|")[0])
+
+
+def fold(
+    state: CustomerState,
+    steps: Sequence[Step],
+    limits: FoldLimits,
+    confirmed: int = 0,
+    logged: Sequence[tuple[int, bytes]] | None = None,
+) -> Folded:
+    """Fold `steps` (one customer's, in delivery order) into `state`'s fields, in place:
+    `CustomerState.commit` keeps the result once written, `CustomerState.undo` reverts it.
+    (If the fold raises, the fields are reverted before the error propagates.)
+
+    `confirmed` is the version last known to be published (see `published` below); `logged`
+    the customer's replay log (micros, step JSON), needed when a step is an erase.
+    """
+    w = _Fold(state, limits, logged)
+    try:
+        return _fold(w, state, steps, limits, confirmed)
+    except BaseException:
+        _revert(state.fields, w.before)
+        raise
+
+
+def _fold(
+    w: "_Fold", state: CustomerState, steps: Sequence[Step], limits: FoldLimits, confirmed: int
+) -> Folded:
+    version, expected = state.version, state.write_sequence
+    published = int(w.fields.get(f.PUBLISHED_VERSION, 0))
+    if confirmed > published:
+        published = confirmed
+        w.book(f.PUBLISHED_VERSION, str(confirmed))
+    erased_until = int(w.fields.get(f.ERASED_UNTIL, -1))
+    sequence = int(w.fields.get(f.MARKER_SEQUENCE, 0))
+    letters: list[str] = []
+    snapshots: list[Snapshot] = []
+    log: list[tuple[int, bytes]] = []
+    new_markers: dict[str, int] = {}
+    pending, last_applied, republish_for, erase_cut, refold_refused = False, 0, -1, None, 0
+    for index, step in enumerate(steps):
+        marker = step.marker
+        marker_field = f.MARKER + marker
+        seen = new_markers.get(marker)
+        if seen is None:
+            raw = w.fields.get(marker_field)
+            seen = None if raw is None else _marker_version(raw)
+        letter: str | None
+        if seen is not None:
+            letter = "D"
+            if seen > published:  # its version may never have been published: again
+                republish_for = index
+        elif step.micros <= erased_until:
+            letter = "I"
+        else:
+            w.event_changed = False
+            refold: list[tuple[int, bytes]] = []
+            erasing = step.ops[0][0] == "E"
+            if erasing:
+                refold = w.erase(step.micros, log)
+                erased_until = step.micros
+                erase_cut = step.micros
+                letter = None
+            else:
+                letter = w.apply(step.micros, marker, step.ops)
+                if letter is None and limits.replay_window > 0:
+                    log.append((step.micros, step.encode()))
+            if letter is None:
+                if w.event_changed:
+                    letter, version, pending, last_applied = "A", version + 1, True, index
+                    w.book(f.VERSION, str(version))
+                    if limits.each_change or erasing:
+                        snapshots.append(w.snapshot(version, index))
+                        pending = False
+                else:
+                    letter = "U"
+            if refold:  # a fresh record from the events dated after the erase
+                w.event_changed = False
+                for micros, encoded in refold:
+                    logged_step = orjson.loads(encoded)
+                    if w.apply(micros, logged_step["m"], logged_step["o"]) is not None:
+                        refold_refused += 1
+                if w.event_changed:
+                    version, pending = version + 1, True
+                    w.book(f.VERSION, str(version))
+        if seen is None and letter not in ("R", "X"):
+            new_markers[marker] = version
+            w.book(marker_field, f"{version}|{sequence}")
+            sequence += 1
+        letters.append(letter)
+    if pending:
+        snapshots.append(w.snapshot(version, last_applied))
+    elif republish_for >= 0 and not snapshots:
+        snapshots.append(w.snapshot(version, republish_for))
+    if new_markers:
+        w.book(f.MARKER_SEQUENCE, str(sequence))
+        _bound_markers(w, limits.kept_markers)
+    if erase_cut is not None:
+        log = [entry for entry in log if entry[0] > erase_cut]
+    commit = None
+    fields = w.fields
+    written = [name for name, old in w.before.items() if old != fields.get(name)]
+    if written:
+        if fields.get(f.LAYOUT) != LAYOUT_VERSION:
+            w.book(f.LAYOUT, LAYOUT_VERSION)
+            written.append(f.LAYOUT)
+        w.book(f.WRITE_SEQUENCE, str(expected + 1))
+        written.append(f.WRITE_SEQUENCE)
+        latest = fields.get(f.UPDATED_AT)
+        commit = Commit(
+            expected=expected,
+            sets={name: fields[name] for name in written if name in fields},
+            deletes=[name for name in written if name not in fields],
+            log=log,
+            erase_cut=erase_cut,
+            latest=None if latest is None else int(latest),
+        )
+    return Folded(
+        "".join(letters),
+        snapshots,
+        commit,
+        w.before,
+        w.record_fields,
+        w.markers,
+        w.visible_bytes,
+        w.counted,
+        refold_refused,
+    )
+
+
+def _bound_markers(w: _Fold, kept: int) -> None:
+    """Keep at least `kept` markers, the most recent: evicted a quarter of that at a time,
+    so that eviction costs O(1) per event amortised."""
+    if w.markers <= kept + max(1, kept // 4):
+        return
+    markers = [
+        (int(raw.partition("|")[2]), name) for name, raw in w.fields.items() if name[0] == "#"
+    ]
+    markers.sort()
+    for _, name in markers[: len(markers) - kept]:
+        w.book(name, None)
