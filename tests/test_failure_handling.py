@@ -1,5 +1,6 @@
 """Failures that are not bad input: retried with backoff, never dead-lettered, never lost."""
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,3 +124,27 @@ async def test_an_unexpected_error_rewinds_the_batch_instead_of_losing_it(
     await bus.wait_for(lambda: 2 in bus.updates.versions("c5"), what="the next batch")
     assert calls["n"] >= 2
     assert await store.version("c5") == 2
+
+
+async def test_a_customer_whose_keys_redis_rejects_does_not_hold_back_the_others(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    """On a single Redis one script call writes many customers: one whose record key holds
+    the wrong type fails the call mid-way. Each customer is then written on its own: those
+    written before the failure exactly once, the rejected one's events dead-lettered."""
+    harness = Harness(redis, scratch_prefix)
+    await redis.set(f"{scratch_prefix}:{{c9}}:r", "not a hash")
+    points = {"campaign_id": "k", "points": 5}
+    await harness.deliver(
+        [
+            event("loyalty.points.added", "c8", points, time=at(1)),
+            event("loyalty.points.added", "c9", points, time=at(1)),
+            event("loyalty.points.added", "c10", points, time=at(1)),
+        ]
+    )
+    dead = [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
+    assert [json.loads(m.value or b"")["subject"] for m in dead] == ["c9"]
+    assert dict(dead[0].headers)["x-error-class"] == b"ProcessingError"
+    for customer in ("c8", "c10"):
+        assert (await harness.store.state(customer))["loyalty.points"] == "5"  # once
+        assert harness.publisher.updates()[customer], customer

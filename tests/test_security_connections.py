@@ -187,7 +187,7 @@ async def test_redis_user_is_confined_to_its_key_prefix(secured: SecureStack) ->
     nothing but the worker's commands, not even from a script."""
     # The rules allow exactly what the Lua step calls: a new call needs the README rule too.
     lua = (REPO / "worker" / "store" / "commit.lua").read_text()
-    called = set(re.findall(r"""(?:redis\.p?call|call_chunked)\(\s*['"](\w+)['"]""", lua))
+    called = set(re.findall(r"""(?:redis\.p?call|call_range)\(\s*['"](\w+)['"]""", lua))
     assert called == {name.upper() for name in SCRIPT_COMMANDS}
 
     prefix = f"t{uuid.uuid4().hex[:10]}"

@@ -2,7 +2,6 @@
 
 import asyncio
 import functools
-import gc
 import logging
 from typing import Any
 
@@ -21,6 +20,7 @@ from prometheus_client import make_asgi_app
 from contracts.updated import CustomerUpdated
 from worker.assignment import AssignmentListener
 from worker.asyncapi import ContractAsyncAPI
+from worker.collection import CollectionPolicy
 from worker.connections import connect_redis, kafka_options, kafka_security, redacted
 from worker.health import Health
 from worker.intake import Intake
@@ -47,11 +47,6 @@ Records = tuple[InputRecord, ...]
 
 #: How long a readiness probe waits for Redis and Kafka to answer.
 PROBE_TIMEOUT = 1.5
-#: Garbage collection thresholds of the worker process. The record cache keeps hundreds of
-#: thousands of long-lived objects, which Python's defaults (700, 10, 10) traverse again and
-#: again (a quarter of the CPU in profiles): collect young objects 14x less often, and
-#: older generations 5x less often. Nothing the worker keeps refers to itself in a cycle.
-GC_THRESHOLDS = (10_000, 50, 50)
 
 
 async def _raw_batch(records: Records) -> StreamMessage[Records]:
@@ -82,6 +77,7 @@ class Worker:
         self._pipeline: BatchPipeline | None = None
         self._tail: asyncio.Task[None] | None = None
         self.pause = FailurePause(health, settings.retry_max_seconds)
+        self._collection = CollectionPolicy()
 
     async def start(self) -> None:
         """Connect the producer and assemble the pipeline."""
@@ -112,12 +108,7 @@ class Worker:
         except Exception:
             await self._producer.stop()  # a clean failure: no "unclosed producer" noise
             raise
-        store = CustomerStore(
-            self._redis,
-            key_prefix=settings.key_prefix,
-            replay_window_seconds=settings.erase_replay_window_seconds,
-            max_markers=settings.dedup_max_markers,
-        )
+        store = CustomerStore(self._redis, settings.key_prefix)
         self._pipeline = BatchPipeline(
             intake=Intake(settings.topics.inputs, settings.limits),
             store=store,
@@ -134,16 +125,13 @@ class Worker:
             fold_limits=fold_limits(settings),
             cache=RecordCache(settings.record_cache_size),
         )
-        # Everything alive now (modules, the app, connections) lives as long as the process:
-        # leave it out of every collection.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        self._collection.started()
         self._health.started = True
 
     async def stop(self) -> None:
         """Finish the last batch, flush and close the connections."""
         self._health.started = False
+        self._collection.stopped()
         await self._previous_batch()
         if self._producer is not None:
             await self._producer.stop()
@@ -187,6 +175,7 @@ class Worker:
             await asyncio.sleep(pause)
             raise PublishFailed(applied.records) from None
         await commit(consumer, offsets)
+        self._collection.batch_done()
         for partition, offset in offsets.items():
             highwater = consumer.highwater(partition)
             if highwater is not None:

@@ -247,7 +247,7 @@ class BatchPipeline:
 
         Each Redis call is retried on its own while Redis is unavailable: a write that may
         or may not have happened is sent again, and is then either written or found stale
-        (its write sequence moved), never applied twice."""
+        (its write token changed), never applied twice."""
         done: list[_Work] = []
         failed: list[tuple[_Work, BaseException]] = []
         pending = work
@@ -283,9 +283,11 @@ class BatchPipeline:
             for item, result in zip(writes, results, strict=True):
                 assert item.folded is not None
                 if isinstance(result, Written):
-                    item.state.commit(item.folded)
+                    item.state.commit(
+                        item.folded, result.added, result.removed, result.kept, result.trimmed
+                    )
                     done.append(item)
-                    self._warn(item, result)
+                    self._warn(item)
                 elif isinstance(result, Stale):
                     stale.append((item.customer_id, result.fields))
                     again.append(item)
@@ -314,9 +316,9 @@ class BatchPipeline:
         logs = await self._retrier.run("redis", lambda: self._store.logs(erasing))
         return dict(zip(erasing, logs, strict=True))
 
-    def _warn(self, item: _Work, result: Written) -> None:
+    def _warn(self, item: _Work) -> None:
         assert item.folded is not None
-        if result.beyond_log or item.folded.refold_refused:
+        if item.folded.beyond_log or item.folded.refold_refused:
             log.warning(
                 "an erase arrived after events older than the replay log keeps, or events "
                 "dated after it no longer fit: the fresh record may miss some of them",

@@ -14,9 +14,10 @@ from redis.asyncio import Redis
 
 from tests.perf.ceiling import run_ceiling
 from tests.perf.kafka_io import produce_workload
-from tests.perf.measure import STACK_DIR, code_version, machine_facts
+from tests.perf.measure import STACK_DIR, code_version, machine_facts, per_event_costs
 from tests.perf.naive_run import run_naive
 from tests.perf.process import problems
+from tests.perf.quix_run import run_quix
 from tests.perf.report import Results, log, render, write_json
 from tests.perf.sandbox import PARTITIONS, Sandbox, provisioned
 from tests.perf.worker_run import WorkerUnderTest, run_backlog, run_live
@@ -34,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.perf",
         description="Throughput, latency, Redis round trips, CPU and memory of the worker, "
-        "against a bare Kafka pass-through (ceiling) and a naive per-message consumer.",
+        "against a bare Kafka pass-through (ceiling), a naive per-message consumer and a "
+        "Quix Streams application doing the same fold.",
     )
     parser.add_argument(
         "--events",
@@ -47,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--skip-live", action="store_true")
     parser.add_argument(
         "--memory",
@@ -69,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--naive-seconds", type=float, default=120.0, help="... and stops after this long [120]"
     )
+    parser.add_argument(
+        "--quix-seconds",
+        type=float,
+        default=240.0,
+        help="the Quix peer gets the whole workload (its own copy), for at most this long [240]",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--output",
@@ -82,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.customers is None:
         args.customers = 100_000 if args.memory else 20_000
     if args.memory:
-        args.skip_ceiling = args.skip_naive = args.skip_live = True
+        args.skip_ceiling = args.skip_naive = args.skip_live = args.skip_quix = True
     if args.events < 1 or args.customers < 2 or not 0 <= args.duplicates < 1:
         parser.error("need --events >= 1, --customers >= 2 and 0 <= --duplicates < 1")
     return args
@@ -170,19 +179,49 @@ async def _phases(
             total=records,
             max_seconds=args.naive_seconds,
         )
+    if not args.skip_quix:
+        await produce_workload(bootstrap, backlog(sandbox.quix.topics), args.events)
+        results["quix"] = await run_quix(
+            sandbox.quix,
+            redis,
+            args.output.parent,
+            f"{args.output.stem}.quix",
+            total=args.events,
+            max_seconds=args.quix_seconds,
+        )
+
+
+#: Each phase's consumer under test: which CPU in its `cpu_seconds` is its own (the ceiling
+#: runs inside the benchmark process).
+_CONSUMERS = {"ceiling": "harness", "worker": "subject", "naive": "subject", "quix": "subject"}
+
+
+def _costs(results: Results) -> dict[str, dict[str, float | None]]:
+    """Per-event costs of every phase that ran: CPU of the consumer, Redis and Kafka, Redis
+    commands and bytes."""
+    return {
+        name: per_event_costs(
+            results[name]["events"],
+            results[name]["cpu_seconds"],
+            results[name].get("redis"),
+            consumer,
+        )
+        for name, consumer in _CONSUMERS.items()
+        if name in results
+    }
 
 
 def _ratios(results: Results) -> dict[str, float]:
     rate = {
         name: results[name]["events_per_second"]
-        for name in ("ceiling", "worker", "naive")
-        if name in results
+        for name in _CONSUMERS
+        if name in results and results[name].get("events_per_second")
     }
     ratios = {}
-    if "worker" in rate and "ceiling" in rate:
-        ratios["worker/ceiling"] = round(rate["worker"] / rate["ceiling"], 3)
-    if "worker" in rate and "naive" in rate:
-        ratios["worker/naive"] = round(rate["worker"] / rate["naive"], 1)
+    if "worker" in rate:
+        for peer in ("ceiling", "naive", "quix"):
+            if peer in rate:
+                ratios[f"worker/{peer}"] = round(rate["worker"] / rate[peer], 3)
     return ratios
 
 
@@ -221,6 +260,7 @@ async def bench(args: argparse.Namespace) -> Results:
     finally:
         await redis.aclose()
     results["ratios"] = _ratios(results)
+    results["per_event"] = _costs(results)
     results["duration_seconds"] = round(time.monotonic() - began, 1)
     return results
 

@@ -76,6 +76,8 @@ class RedisCounters:
     failed: dict[str, int]  # failed_calls per command (an error raised by a script counts)
     cpu: float  # used_cpu_user + used_cpu_sys of the server
     used_memory: int
+    bytes_in: int  # total_net_input_bytes: what clients sent
+    bytes_out: int  # total_net_output_bytes: what Redis answered
 
     @classmethod
     async def read(cls, redis: "Redis") -> "RedisCounters":
@@ -83,11 +85,14 @@ class RedisCounters:
         stats = await redis.info("commandstats")
         cpu = await redis.info("cpu")
         memory = await redis.info("memory")
+        net = await redis.info("stats")
         return cls(
             {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()},
             {name.removeprefix("cmdstat_"): int(v["failed_calls"]) for name, v in stats.items()},
             float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
             int(memory["used_memory"]),
+            int(net["total_net_input_bytes"]),
+            int(net["total_net_output_bytes"]),
         )
 
     def since(self, earlier: "RedisCounters") -> dict[str, Any]:
@@ -109,6 +114,8 @@ class RedisCounters:
             "evalsha": calls.get("evalsha", 0),
             "cpu_seconds": round(self.cpu - earlier.cpu, 3),
             "used_memory_delta_bytes": self.used_memory - earlier.used_memory,
+            "bytes_in": self.bytes_in - earlier.bytes_in,
+            "bytes_out": self.bytes_out - earlier.bytes_out,
         }
 
 
@@ -246,4 +253,24 @@ async def machine_facts(redis: "Redis") -> dict[str, Any]:
             name: _version(name)
             for name in ("faststream", "aiokafka", "redis", "hiredis", "pydantic")
         },
+    }
+
+
+def per_event_costs(
+    events: int, cpu: dict[str, float | None], redis: dict[str, Any] | None, consumer: str
+) -> dict[str, float | None]:
+    """What one event costs: CPU microseconds of the consumer under test (`consumer`: the
+    key of its CPU in `cpu`), of Redis and of the Kafka broker; Redis commands (the ones
+    clients sent and the ones scripts ran) and bytes sent to and read from Redis."""
+
+    def each(value: float | None, scale: float = 1.0) -> float | None:
+        return None if value is None or not events else round(value * scale / events, 2)
+
+    return {
+        "consumer_cpu_us": each(cpu.get(consumer), 1e6),
+        "redis_cpu_us": each(cpu.get("redis"), 1e6),
+        "kafka_cpu_us": each(cpu.get("kafka"), 1e6),
+        "redis_commands": each(redis["commands"]) if redis else 0.0,
+        "redis_bytes_in": each(redis["bytes_in"]) if redis else 0.0,
+        "redis_bytes_out": each(redis["bytes_out"]) if redis else 0.0,
     }

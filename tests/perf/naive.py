@@ -57,12 +57,7 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
         enable_idempotence=True,
         logger=logging.getLogger("faststream.access.kafka"),
     )
-    store = CustomerStore(
-        redis,
-        key_prefix=settings.key_prefix,
-        replay_window_seconds=settings.erase_replay_window_seconds,
-        max_markers=settings.dedup_max_markers,
-    )
+    store = CustomerStore(redis, settings.key_prefix)
     limits = replace(fold_limits(settings), each_change=True)
     adapters: dict[str, TypeAdapter[Any]] = {
         topic: TypeAdapter(INPUT_TOPICS[contract])
@@ -99,6 +94,7 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
                     continue
                 if not isinstance(result, Written):
                     raise result
+                state.commit(folded, result.added, result.removed, result.kept, result.trimmed)
                 break
             for snapshot in folded.snapshots:
                 record, changed = view.apply(snapshot.version, snapshot.changes, snapshot.wiped)

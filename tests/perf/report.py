@@ -80,7 +80,7 @@ def render(results: Results) -> str:
     git, machine, params = results["git"], results["machine"], results["parameters"]
     production = results.get("production")
     worker, ceiling = results.get("worker"), results.get("ceiling")
-    naive, live = results.get("naive"), results.get("live")
+    naive, live, quix = results.get("naive"), results.get("live"), results.get("quix")
     lines = [
         f"customer-worker benchmark  {results['timestamp']}  commit {git['commit']}"
         + (f" (diff {git['code_diff_sha256']})" if git.get("code_diff_sha256") else ""),
@@ -101,6 +101,7 @@ def render(results: Results) -> str:
         _phase_row("ceiling (pass-through)", ceiling),
         _phase_row("worker (backlog)", worker),
         _phase_row("naive (prefix)", naive),
+        _phase_row("quix streams peer", quix),
     ]
     lines += _table(_PHASE_COLUMNS, rows)
     lines.append(
@@ -110,6 +111,14 @@ def render(results: Results) -> str:
     ratios = results.get("ratios", {})
     if ratios:
         lines.append("  " + "   ".join(f"{k.replace('_', ' ')}: {v}" for k, v in ratios.items()))
+    costs = results.get("per_event", {})
+    if costs:
+        lines += [
+            "",
+            "cost per event (consumer: the process under test; the ceiling's is the "
+            "benchmark's own)",
+            *_cost_lines(costs),
+        ]
     if worker:
         header = "worker (Redis counts are server-wide: other clients of this Redis add to them)"
         lines += ["", header, *_worker_lines(worker)]
@@ -135,11 +144,48 @@ def render(results: Results) -> str:
             + _counts(naive["processed_by_topic"])
             + ("" if naive["complete"] else " (stopped by --naive-seconds: a partial mix)"),
         ]
+    if quix:
+        lines += [
+            "",
+            f"quix: {quix['events']:,} of {quix['of_total']:,} records (its own copy) in "
+            f"{quix['seconds']:.1f} s ({quix['measured_from']}), "
+            f"{quix['outputs']:,} customer.updated, peak RSS "
+            f"{_mib(quix['memory'].get('peak_rss'))}, start-up {quix['startup_seconds']:.1f} s, "
+            f"log {_problems(quix['log'])}"
+            + ("" if quix["complete"] else " (cut off by --quix-seconds)"),
+        ]
     lines += _contention(results)
     if "error" in results:
         lines += ["", f"FAILED: {results['error']}"]
     lines += ["", f"took {results.get('duration_seconds', 0):.0f} s; JSON: {results['output']}"]
     return "\n".join(lines)
+
+
+_COST_COLUMNS = [
+    "phase",
+    "consumer CPU us",
+    "Redis CPU us",
+    "Kafka CPU us",
+    "Redis commands",
+    "Redis bytes in",
+    "Redis bytes out",
+]
+
+
+def _cost_lines(costs: Results) -> list[str]:
+    keys = (
+        "consumer_cpu_us",
+        "redis_cpu_us",
+        "kafka_cpu_us",
+        "redis_commands",
+        "redis_bytes_in",
+        "redis_bytes_out",
+    )
+    rows = [
+        [name, *(_n(cost.get(key), 2 if key == "redis_commands" else 1) for key in keys)]
+        for name, cost in costs.items()
+    ]
+    return ["  " + line for line in _table(_COST_COLUMNS, rows)]
 
 
 #: Other programs using more than this share of the box during a phase get a warning.
@@ -150,7 +196,7 @@ def _contention(results: Results) -> list[str]:
     """Warnings for phases during which other programs used a noticeable share of the box."""
     cpus = results["machine"]["cpus"] or 1
     warnings = []
-    for name in ("ceiling", "worker", "live", "naive"):
+    for name in ("ceiling", "worker", "live", "naive", "quix"):
         cpu = results.get(name, {}).get("cpu_seconds")
         if (
             cpu
@@ -192,8 +238,11 @@ def _worker_lines(worker: Results) -> list[str]:
             f"{_n(redis['pipelines'])} pipelines + "
             f"{redis['client_commands'] - redis['evalsha']:,} other client commands)",
         ),
-        ("EVALSHA / event", f"{_n(redis['evalsha_per_event'], 3)} (one per customer per batch)"),
-        ("Lua step commands / event", _n(redis["script_commands_per_event"], 2)),
+        (
+            "EVALSHA / event",
+            f"{_n(redis['evalsha_per_event'], 3)} (one call writes up to 64 customers)",
+        ),
+        ("Lua commands / event", _n(redis["script_commands_per_event"], 2)),
         ("Redis failed calls", _counts(redis["failed_calls"]) or "none"),
         ("Redis memory growth", _mib(redis["used_memory_delta_bytes"])),
         ("worker CPU s / 10k events", _n(worker["cpu_seconds_per_10k"], 2)),

@@ -38,6 +38,7 @@ class Sandbox:
     prefix: str  # of every topic, group and key prefix of the run
     worker: Settings  # the worker's topics, group and key prefix
     naive: Settings  # the naive baseline's: topics, group and key prefix of its own
+    quix: Settings  # the Quix Streams peer's: topics and group of its own
     ceiling_group: str
     ceiling_output: str
 
@@ -63,16 +64,25 @@ class Sandbox:
                 "key_prefix": f"{prefix}-n",
             }
         )
-        return cls(prefix, worker, naive, f"{prefix}-ceiling", f"{prefix}.ceiling.out")
+        quix = worker.model_copy(
+            update={
+                "topics": prefixed_topics(f"{prefix}.quix"),
+                "group_id": f"{prefix}-quix",
+                "key_prefix": f"{prefix}-q",
+            }
+        )
+        return cls(prefix, worker, naive, quix, f"{prefix}-ceiling", f"{prefix}.ceiling.out")
 
     @property
     def topic_specs(self) -> list[TopicSpec]:
-        """The contract topics of the worker and of the naive baseline, and the ceiling's
+        """The contract topics of the worker, the naive baseline and the Quix peer, and the
+        ceiling's
         output (compacted like `customer.updated`: every consumer writes to the same kind
         of topic)."""
         return [
             *contract_topics(self.worker.topics, PARTITIONS),
             *contract_topics(self.naive.topics, PARTITIONS),
+            *contract_topics(self.quix.topics, PARTITIONS),
             TopicSpec(self.ceiling_output, PARTITIONS, {"cleanup.policy": "compact"}),
         ]
 

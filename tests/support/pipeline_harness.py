@@ -70,7 +70,7 @@ class Harness:
     ) -> None:
         topics = Topics()
         limits = limits or Limits()
-        self.store = CustomerStore(redis, key_prefix, replay_window_seconds, max_markers)
+        self.store = CustomerStore(redis, key_prefix)
         self.cache = RecordCache(cache_size)
         self.publisher = RecordingPublisher()
         self.health = Health()

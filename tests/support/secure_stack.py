@@ -48,6 +48,7 @@ SCRIPT_COMMANDS = (
     "hmget",
     "hset",
     "zadd",
+    "zcard",
     "zrange",
     "zremrangebyrank",
     "zremrangebyscore",

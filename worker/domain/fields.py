@@ -8,30 +8,27 @@ are never rendered.
 
 # Bookkeeping (never rendered), written by the fold.
 VERSION = "v"  # the visible version: bumped by every visible change
-WRITE_SEQUENCE = "w"  # bumped by every write: what a commit compares and sets
+WRITE_TOKEN = "w"  # noqa: S105 - a field name; a new random token with every write
 PUBLISHED_VERSION = "pv"
 ERASED_UNTIL = "er"
 MARKER_SEQUENCE = "mq"  # markers written so far (their order, for eviction)
 LAYOUT = "lv"  # "2"; layout 1 kept orders, contributions, balances and markers apart
-# Bookkeeping of the replay log, kept by the commit script alone (see commit.lua).
-LOG_COUNT = "ln"
-LOG_OLDEST = "lo"
-LOG_EVICTED_UNTIL = "lx"
+LOG_EVICTED_UNTIL = "lx"  # an upper bound of the latest time evicted from the replay log
+#: Bookkeeping of layout 1 that layout 2 does not keep (removed by the migration).
+LEGACY_BOOKKEEPING = frozenset({"dn", "ln", "lo"})
 
 BOOKKEEPING = frozenset(
     {
         VERSION,
-        WRITE_SEQUENCE,
+        WRITE_TOKEN,
         PUBLISHED_VERSION,
         ERASED_UNTIL,
         MARKER_SEQUENCE,
         LAYOUT,
-        LOG_COUNT,
-        LOG_OLDEST,
         LOG_EVICTED_UNTIL,
+        *LEGACY_BOOKKEEPING,
     }
 )
-SCRIPT_BOOKKEEPING = frozenset({LOG_COUNT, LOG_OLDEST, LOG_EVICTED_UNTIL})
 
 # Prefixes of fields that are not part of the record.
 STAMP = "@"  # + register name: "micros|marker" of the event that last set it

@@ -6,7 +6,7 @@ order -> JSON, "~k:" natural key -> contribution JSON, "~" + card register -> ba
 dedup markers ("#" + marker -> "version|sequence") and bookkeeping. The worker holds them
 (`CustomerState`), folds a batch's steps into a copy-on-write view of them (`fold`), and the
 store writes the difference (`Commit`) atomically if the stored fields are still the ones
-the fold started from (their write sequence): see `worker.store.customer_store`.
+the fold started from (their write token): see `worker.store.customer_store`.
 
 The primitives (`worker.domain.steps` maps events onto them): `S` last-writer-wins register,
 `C` clear a prefix of registers, `B` last-writer-wins card balance summed over cards, `A`
@@ -27,6 +27,7 @@ dated after T (the replay log: the recent applied events, see `commit.lua`), so 
 does not depend on whether they arrived before or after it.
 """
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,6 +39,10 @@ from worker.domain import fields as f
 from worker.domain.steps import Step
 
 LAYOUT_VERSION: Final = "2"
+#: `Commit.expected` of a customer with no record yet, and of a layout 1 record (which has
+#: no write token). Tokens themselves are 16 hex digits.
+NO_RECORD: Final = "0"
+LEGACY_RECORD: Final = "-"
 _COUNTED: Final = frozenset({"PAID", "FULFILLED"})
 _MISSING: Final = object()
 _MAX: Final = MAX_SAFE_INTEGER
@@ -87,6 +92,9 @@ class CustomerState:
         "_counted",
         "customer_id",
         "fields",
+        "log_count",
+        "log_oldest",
+        "log_trimmed",
         "markers",
         "record_fields",
         "rendered",
@@ -103,6 +111,11 @@ class CustomerState:
         )
         self._counted: dict[str, tuple[int, str]] | None = None
         self.rendered: object = None  # the pipeline's rendered record of these fields
+        # The replay log as far as this worker knows it: its entries (None: unknown, as
+        # after a restart) and a lower bound of its oldest time (None: empty or unknown).
+        self.log_count: int | None = None
+        self.log_oldest: int | None = None
+        self.log_trimmed = -1  # latest time the count bound evicted, not yet in `lx`
 
     @property
     def version(self) -> int:
@@ -110,9 +123,9 @@ class CustomerState:
         return int(self.fields.get(f.VERSION, 0))
 
     @property
-    def write_sequence(self) -> int:
-        """What the stored fields must still be at for a commit to apply."""
-        return int(self.fields.get(f.WRITE_SEQUENCE, 0))
+    def write_token(self) -> str:
+        """What the stored fields must still carry for a commit to apply (NO_RECORD: none)."""
+        return self.fields.get(f.WRITE_TOKEN, NO_RECORD)
 
     def counted_orders(self) -> dict[str, tuple[int, str]]:
         """Counted orders: order id -> (order date, amount), read from the order states once."""
@@ -126,16 +139,43 @@ class CustomerState:
             self._counted = counted
         return self._counted
 
-    def commit(self, folded: "Folded") -> None:
-        """Keep the fold's changes (its commit was written)."""
+    def commit(self, folded: "Folded", added: int, removed: int, kept: int, trimmed: int) -> None:
+        """Keep the fold's changes: its commit was written, and the replay log gained
+        `added` entries, lost `removed`, holds `kept` (-1: not counted) and had entries
+        up to time `trimmed` evicted by the count bound (-1: none)."""
+        self.log_trimmed = max(self.log_trimmed, trimmed)
         self.record_fields, self.markers = folded.record_fields, folded.markers
         self.visible_bytes = folded.visible_bytes
         if folded.counted is not None:
             self._counted = folded.counted
+        commit = folded.commit
+        assert commit is not None
+        known = self.log_count is not None
+        if kept >= 0:
+            self.log_count = kept
+        elif self.log_count is not None:
+            self.log_count += added - removed
+        if self.log_count == 0:
+            self.log_oldest = None
+            return
+        # A lower bound of the oldest entry: the earliest known one or new one, and past
+        # any time up to which entries were dropped.
+        times = [entry[0] for entry in commit.log]
+        if known and self.log_oldest is not None:
+            times.append(self.log_oldest)
+        low = min(times) if known and times else None
+        cuts = [cut + 1 for cut in (commit.erase_cut, commit.age_cut) if cut is not None]
+        self.log_oldest = max([*cuts, *([] if low is None else [low])], default=None)
 
     def undo(self, folded: "Folded") -> None:
         """Put the fields back as they were before the fold (its commit was not written)."""
         _revert(self.fields, folded.before)
+
+
+def new_write_token() -> str:
+    """A fresh write token: random, so that it never comes back (a counter could, after a
+    Redis failover lost the latest writes, and then match a stale copy of the fields)."""
+    return os.urandom(8).hex()
 
 
 def _revert(fields: dict[str, str], before: dict[str, str | None]) -> None:
@@ -161,15 +201,17 @@ class Snapshot:
 @dataclass(slots=True)
 class Commit:
     """What the store writes for one customer, in one atomic step, if the stored fields are
-    still at write sequence `expected`: field writes and deletions, replay log entries
-    (micros, step JSON), and for an erase the time up to which the log is dropped first."""
+    still carry write token `expected`: field writes and deletions, replay log entries
+    (micros, step JSON), for an erase the time up to which the log is dropped first, and
+    the log's bounds to enforce (by age and by count)."""
 
-    expected: int
+    expected: str
     sets: dict[str, str]
     deletes: list[str]
     log: list[tuple[int, bytes]]
     erase_cut: int | None
-    latest: int | None  # the customer's latest event time (bounds the log by age)
+    age_cut: int | None = None  # then drop the log entries dated up to this time
+    trim: int | None = None  # then keep at most this many log entries
 
 
 @dataclass(slots=True)
@@ -187,6 +229,7 @@ class Folded:
     visible_bytes: int
     counted: dict[str, tuple[int, str]] | None
     refold_refused: int = 0  # logged events that no longer fit after an erase
+    beyond_log: bool = False  # an erase dated before what the log may have evicted
 
 
 class _Refused(Exception):
@@ -210,14 +253,18 @@ class _Fold:
         self.before: dict[str, str | None] = {}  # the value before this fold of each written name
         self.limits = limits
         self.logged = logged
-        self.journal: list[tuple[str, str | None]] | None = None
+        self.journal: list[tuple[str, str | None]] = []  # every write, to undo one event
         self.record_fields = state.record_fields
         self.markers = state.markers
         self.visible_bytes = state.visible_bytes
         self.counted: dict[str, tuple[int, str]] | None = None
-        self.counted_journal: list[tuple[str, object]] | None = None
+        self.counted_journal: list[tuple[str, object]] = []
         self.changed: set[str] = set()
-        self.newly_changed: list[str] | None = None  # names the event added to `changed`
+        self.newly_changed: list[str] = []  # names added to `changed`, to undo one event
+        # The customer's earliest and latest event times (parsed once).
+        created, updated = self.fields.get(f.CREATED_AT), self.fields.get(f.UPDATED_AT)
+        self.created = None if created is None else int(created)
+        self.updated = None if updated is None else int(updated)
         self.event_changed = False
         self.wiped = False
         # The event being applied: micros as text and number, marker.
@@ -230,8 +277,7 @@ class _Fold:
         old = fields.get(name)
         if old == value:
             return old
-        if self.journal is not None:
-            self.journal.append((name, old))
+        self.journal.append((name, old))
         if value is None:
             del fields[name]
         else:
@@ -259,11 +305,10 @@ class _Fold:
             self.visible_bytes += _size("", value) - _size("", old)
         if name not in self.changed:
             self.changed.add(name)
-            if self.newly_changed is not None:
-                self.newly_changed.append(name)
+            self.newly_changed.append(name)
         self.event_changed = True
 
-    # Bookkeeping is written outside `apply` only: never undone with an event.
+    # Bookkeeping is written outside `apply` only, so never undone with an event.
     book = assign
 
     def add(self, name: str, delta: int) -> None:
@@ -290,11 +335,12 @@ class _Fold:
         self.assign(f.STAMP + register, f"{self.ts}|{self.m}")
 
     def touch(self) -> None:
-        created, updated = self.fields.get(f.CREATED_AT), self.fields.get(f.UPDATED_AT)
-        if created is None or self.t < int(created):
+        if self.created is None or self.t < self.created:
             self.put(f.CREATED_AT, self.ts)
-        if updated is None or self.t > int(updated):
+            self.created = self.t
+        if self.updated is None or self.t > self.updated:
             self.put(f.UPDATED_AT, self.ts)
+            self.updated = self.t
 
     def op_S(self, op: Sequence[Any]) -> None:
         name, value, guard = op[1], op[2], op[3]
@@ -383,8 +429,7 @@ class _Fold:
         if self.counted is None:
             self.counted = dict(self.state.counted_orders())
         counted = self.counted
-        if self.counted_journal is not None:
-            self.counted_journal.append((order_id, counted.get(order_id, _MISSING)))
+        self.counted_journal.append((order_id, counted.get(order_id, _MISSING)))
         if entry is None:
             counted.pop(order_id, None)
         else:
@@ -401,8 +446,20 @@ class _Fold:
     # ------------------------------------------------------------------------ events
     def apply(self, step_micros: int, marker: str, ops: Sequence[Sequence[Any]]) -> str | None:
         """Apply one event, or undo it entirely; returns the refusal letter, if refused."""
-        self.journal, self.counted_journal, self.newly_changed = [], [], []
-        saved = (self.record_fields, self.markers, self.visible_bytes, self.event_changed)
+        journal, counted_journal, newly_changed = (
+            self.journal,
+            self.counted_journal,
+            self.newly_changed,
+        )
+        marks = (len(journal), len(counted_journal), len(newly_changed))
+        saved = (
+            self.record_fields,
+            self.markers,
+            self.visible_bytes,
+            self.event_changed,
+            self.created,
+            self.updated,
+        )
         self.ts, self.t, self.m = str(step_micros), step_micros, marker
         try:
             self.touch()
@@ -414,22 +471,28 @@ class _Fold:
                 raise _Refused("R")
         except _Refused as refused:
             fields = self.fields
-            for name, previous in reversed(self.journal):
+            for name, previous in reversed(journal[marks[0] :]):
                 if previous is None:
                     fields.pop(name, None)
                 else:
                     fields[name] = previous
-            for order_id, entry in reversed(self.counted_journal):
+            for order_id, entry in reversed(counted_journal[marks[1] :]):
                 assert self.counted is not None
                 if entry is _MISSING:
                     self.counted.pop(order_id, None)
                 else:
                     self.counted[order_id] = entry  # type: ignore[assignment]
-            self.record_fields, self.markers, self.visible_bytes, self.event_changed = saved
-            self.changed.difference_update(self.newly_changed)
+            self.changed.difference_update(newly_changed[marks[2] :])
+            del journal[marks[0] :], counted_journal[marks[1] :], newly_changed[marks[2] :]
+            (
+                self.record_fields,
+                self.markers,
+                self.visible_bytes,
+                self.event_changed,
+                self.created,
+                self.updated,
+            ) = saved
             return refused.letter
-        finally:
-            self.journal = self.counted_journal = self.newly_changed = None
         return None
 
     def erase(self, micros: int, pending: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
@@ -444,6 +507,7 @@ class _Fold:
             else:
                 self.assign(name, None)
         self.counted = {}
+        self.created = self.updated = None
         self.book(f.ERASED_UNTIL, str(micros))
         self.changed, self.event_changed, self.wiped = set(), True, True
         return sorted(entry for entry in (*self.logged, *pending) if entry[0] > micros)
@@ -495,7 +559,7 @@ def fold(
 def _fold(
     w: "_Fold", state: CustomerState, steps: Sequence[Step], limits: FoldLimits, confirmed: int
 ) -> Folded:
-    version, expected = state.version, state.write_sequence
+    version, expected = state.version, state.write_token
     published = int(w.fields.get(f.PUBLISHED_VERSION, 0))
     if confirmed > published:
         published = confirmed
@@ -507,6 +571,7 @@ def _fold(
     log: list[tuple[int, bytes]] = []
     new_markers: dict[str, int] = {}
     pending, last_applied, republish_for, erase_cut, refold_refused = False, 0, -1, None, 0
+    beyond_log = False
     for index, step in enumerate(steps):
         marker = step.marker
         marker_field = f.MARKER + marker
@@ -526,6 +591,7 @@ def _fold(
             refold: list[tuple[int, bytes]] = []
             erasing = step.ops[0][0] == "E"
             if erasing:
+                beyond_log = beyond_log or _beyond_log(w.fields, step.micros, limits, state)
                 refold = w.erase(step.micros, log)
                 erased_until = step.micros
                 erase_cut = step.micros
@@ -537,7 +603,6 @@ def _fold(
             if letter is None:
                 if w.event_changed:
                     letter, version, pending, last_applied = "A", version + 1, True, index
-                    w.book(f.VERSION, str(version))
                     if limits.each_change or erasing:
                         snapshots.append(w.snapshot(version, index))
                         pending = False
@@ -551,12 +616,13 @@ def _fold(
                         refold_refused += 1
                 if w.event_changed:
                     version, pending = version + 1, True
-                    w.book(f.VERSION, str(version))
         if seen is None and letter not in ("R", "X"):
             new_markers[marker] = version
             w.book(marker_field, f"{version}|{sequence}")
             sequence += 1
         letters.append(letter)
+    if version != state.version:
+        w.book(f.VERSION, str(version))
     if pending:
         snapshots.append(w.snapshot(version, last_applied))
     elif republish_for >= 0 and not snapshots:
@@ -566,23 +632,24 @@ def _fold(
         _bound_markers(w, limits.kept_markers)
     if erase_cut is not None:
         log = [entry for entry in log if entry[0] > erase_cut]
-    commit = None
     fields = w.fields
+    age_cut, trim, log = _bound_log(w, state, limits, log)
+    commit = None
     written = [name for name, old in w.before.items() if old != fields.get(name)]
-    if written:
+    if written or log:
         if fields.get(f.LAYOUT) != LAYOUT_VERSION:
             w.book(f.LAYOUT, LAYOUT_VERSION)
             written.append(f.LAYOUT)
-        w.book(f.WRITE_SEQUENCE, str(expected + 1))
-        written.append(f.WRITE_SEQUENCE)
-        latest = fields.get(f.UPDATED_AT)
+        w.book(f.WRITE_TOKEN, new_write_token())
+        written.append(f.WRITE_TOKEN)
         commit = Commit(
             expected=expected,
             sets={name: fields[name] for name in written if name in fields},
             deletes=[name for name in written if name not in fields],
             log=log,
             erase_cut=erase_cut,
-            latest=None if latest is None else int(latest),
+            age_cut=age_cut,
+            trim=trim,
         )
     return Folded(
         "".join(letters),
@@ -594,7 +661,51 @@ def _fold(
         w.visible_bytes,
         w.counted,
         refold_refused,
+        beyond_log,
     )
+
+
+def _beyond_log(
+    fields: dict[str, str], micros: int, limits: FoldLimits, state: CustomerState
+) -> bool:
+    """Whether an erase at `micros` is dated before events the replay log may no longer
+    hold (then the fresh record may miss some of the events dated after the erase)."""
+    if limits.replay_window <= 0:  # nothing is logged: any event dated after it is gone
+        return micros < int(fields.get(f.UPDATED_AT, -1))
+    evicted = max(int(fields.get(f.LOG_EVICTED_UNTIL, -1)), state.log_trimmed)
+    return micros < evicted
+
+
+def _bound_log(
+    w: _Fold, state: CustomerState, limits: FoldLimits, log: list[tuple[int, bytes]]
+) -> tuple[int | None, int | None, list[tuple[int, bytes]]]:
+    """The replay log's bounds to enforce with this fold's commit: the time up to which to
+    drop entries (the window before the customer's latest event, enforced once the oldest
+    entry is half a window past it, so that eviction costs O(1) per event amortised) and
+    how many entries to keep at most (enforced once a quarter more may have accumulated;
+    always, once, when this worker does not know the log yet). `lx`, an upper bound of the
+    latest time evicted, moves along."""
+    window, kept = limits.replay_window, limits.kept_markers
+    latest = w.fields.get(f.UPDATED_AT)
+    evicted = max(int(w.fields.get(f.LOG_EVICTED_UNTIL, -1)), state.log_trimmed)
+    age_cut = trim = None
+    if window > 0 and latest is not None:
+        cut = int(latest) - window
+        late = [entry[0] for entry in log if entry[0] <= cut]
+        if late:  # dated beyond the window already: not logged at all
+            evicted = max(evicted, *late)
+            log = [entry for entry in log if entry[0] > cut]
+        oldest, count = state.log_oldest, state.log_count
+        if count is None or (count > 0 and (oldest is None or oldest <= cut - window // 2)):
+            age_cut = cut
+            evicted = max(evicted, cut)
+    if window > 0 and (
+        state.log_count is None or state.log_count + len(log) > kept + max(1, kept // 4)
+    ):
+        trim = kept
+    if evicted > int(w.fields.get(f.LOG_EVICTED_UNTIL, -1)):
+        w.book(f.LOG_EVICTED_UNTIL, str(evicted))
+    return age_cut, trim, log
 
 
 def _bound_markers(w: _Fold, kept: int) -> None:
