@@ -26,8 +26,9 @@ class EmptyPayload(Payload):
 class Envelope(BaseModel):
     """CloudEvents attributes shared by all input events.
 
-    Extension attributes (e.g. `traceparent`) are allowed and ignored; `subject` is the
-    customer the event is about; (`source`, `id`) identifies the event for deduplication.
+    Extension attributes are allowed (`traceparent` and `tracestate` continue the trace,
+    others are ignored); `subject` is the customer the event is about; (`source`, `id`)
+    identifies the event for deduplication.
     """
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
@@ -39,3 +40,11 @@ class Envelope(BaseModel):
     time: Timestamp
     subject: Identifier = Field(description="The customer id.")
     datacontenttype: Literal["application/json"] | None = None
+    dataschema: str | None = Field(
+        default=None,
+        max_length=512,
+        description=(
+            "The schema `data` follows; a `urn:customer-worker:schema:...` id must be a "
+            "version this worker reads (else UnsupportedSchema)."
+        ),
+    )

@@ -7,10 +7,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.record import Customer
 from contracts.scalars import SafeInt
+from contracts.versions import schema_id
 
 UPDATED_TYPE: Final = "customer.updated"
 ERASED_TYPE: Final = "customer.erased"
 WORKER_SOURCE: Final = "customer-worker"
+#: The `dataschema` of every `customer.updated`: this schema, versioned.
+UPDATED_SCHEMA: Final = schema_id("CustomerUpdated")
 
 
 class EventCause(BaseModel):
@@ -50,4 +53,13 @@ class CustomerUpdated(BaseModel):
     time: datetime
     subject: str = Field(description="The customer id.")
     datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str = Field(
+        default=UPDATED_SCHEMA,
+        description="The versioned id of this schema (`urn:customer-worker:schema:...`).",
+    )
+    traceparent: str | None = Field(
+        default=None,
+        description="W3C trace context of the span that produced it (when tracing is on).",
+    )
+    tracestate: str | None = Field(default=None, description="W3C trace state, if any.")
     data: CustomerUpdatedData

@@ -16,6 +16,7 @@ from worker.app import build_app
 from worker.settings import Settings
 from worker.store.customer_store import CustomerStore
 from worker.topics import contract_topics, ensure_topics
+from worker.tracing import Tracing
 
 PARTITIONS = 3
 
@@ -108,10 +109,10 @@ async def bus(settings: Settings) -> AsyncIterator[Bus]:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[None]:
+async def running(settings: Settings, tracing: Tracing | None = None) -> AsyncIterator[None]:
     """Run the worker app in a task of its own (its task group must enter and exit in one
     task, while pytest may set a fixture up and tear it down in different ones)."""
-    app = build_app(settings)
+    app = build_app(settings, tracing)
     started, stop = asyncio.Event(), asyncio.Event()
 
     async def serve() -> None:

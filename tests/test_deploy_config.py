@@ -38,6 +38,7 @@ from packaging.specifiers import SpecifierSet
 from pydantic import AliasChoices, BaseModel
 
 from worker.settings import Settings, Topics
+from worker.tracing import DOCUMENTED_ENV, configured_exporter
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -124,7 +125,7 @@ def settings_env_names() -> frozenset[str]:
     return frozenset(names)
 
 
-KNOWN_ENV = settings_env_names() | UPCOMING_SECURITY_ENV
+KNOWN_ENV = settings_env_names() | UPCOMING_SECURITY_ENV | set(DOCUMENTED_ENV)
 
 
 def env_name_problems(names: Any) -> list[str]:
@@ -418,9 +419,8 @@ def test_worker_publishes_http_port() -> None:
 
 def test_observability_services_only_under_a_profile() -> None:
     assert "prometheus" in SERVICES
-    for name in ("prometheus", "grafana"):
-        if name in SERVICES:
-            assert SERVICES[name].get("profiles") == ["observability"], name
+    for name in ("prometheus", "grafana", "jaeger"):
+        assert SERVICES[name].get("profiles") == ["observability"], name
     for name in ("kafka", "redis", "topic-init", "worker"):
         assert "profiles" not in SERVICES[name], name
 
@@ -1049,3 +1049,24 @@ def test_kustomization_lists_the_real_resources() -> None:
     for image in KUSTOMIZATION.get("images", []):
         assert containers(DEPLOYMENT)[0]["image"].startswith(image["name"] + ":")
         assert image.get("newTag", "x") != "latest"
+
+
+def test_tracing_is_wired_but_off_by_default_in_compose_and_kubernetes() -> None:
+    env = service_env(SERVICES["worker"])
+    assert env["OTEL_SERVICE_NAME"] == "customer-worker"
+    # Empty unless the operator sets it: no exporter, no tracing, no errors without Jaeger.
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+    assert configured_exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}) is None
+    jaeger = SERVICES["jaeger"]
+    assert "4318" in (Path(ROOT / "docker-compose.yml").read_text())  # the documented endpoint
+    assert jaeger["image"].split(":")[1][0].isdigit()  # pinned
+    data = CONFIGMAP["data"]
+    assert data["OTEL_SERVICE_NAME"] == "customer-worker"
+    assert configured_exporter(data) is None  # documented, commented out: off by default
+    configmap_text = (ROOT / "deploy" / "k8s" / "configmap.yaml").read_text()
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_SPAN_LINK_COUNT_LIMIT",
+    ):
+        assert f"#   {name}:" in configmap_text, name

@@ -10,6 +10,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -18,7 +19,7 @@ from contracts.scalars import MAX_SAFE_INTEGER
 from tests.reference import reference_records
 from tests.support.events import at, event
 from tests.support.pipeline_harness import Harness
-from tests.test_record_shape import VALIDATOR
+from tests.test_record_shape import VALIDATOR, published
 from worker.domain.record import render
 from worker.settings import Limits
 
@@ -97,15 +98,6 @@ def _numbers(value: Any) -> list[int | float]:
     return []
 
 
-def _published(harness: Harness) -> list[dict[str, Any]]:
-    return [
-        json.loads(message.value)
-        for messages in harness.publisher.updates().values()
-        for message in messages
-        if message.value is not None
-    ]
-
-
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -147,7 +139,7 @@ async def test_any_integer_in_any_field_is_dead_lettered_or_exact(
     expected = reference_records(applied).get("c1")
     stored = render("c1", await harness.store.state("c1"))
     assert stored == expected
-    for output in _published(harness):
+    for output in published(harness):
         assert all(abs(n) <= MAX for n in _numbers(output)), output
         assert not list(VALIDATOR.iter_errors(output["data"]["customer"]))
     if stored is not None:
@@ -262,3 +254,22 @@ async def test_a_record_cannot_outgrow_its_byte_cap(redis: "Redis", scratch_pref
     record = render("c5", await harness.store.state("c5"))
     assert record is not None
     assert len(json.dumps(record)) < 16 * 1024 + 2048
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ['"1000"', "1e3", "1000.0", "true", "1000.5", "-0.0", '"9007199254740993"'],
+    ids=["string", "exponent", "point-zero", "boolean", "fraction", "negative-zero", "big-string"],
+)
+async def test_numbers_that_only_look_like_integers_are_refused(
+    redis: "Redis", scratch_prefix: str, amount: str
+) -> None:
+    """Strict integers: no string, float, exponent or boolean is read as an amount."""
+    harness = Harness(redis, scratch_prefix)
+    raw = json.dumps(event("order.paid", "c6", {"order_id": "o1", "amount": 7}, time=at(1)))
+    bad = raw.replace('"amount": 7', f'"amount": {amount}').encode()
+    await harness.deliver([bad], topic="order.events")
+    (dead,) = [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
+    assert dead.value == bad
+    assert dict(dead.headers)["x-error-class"] == b"SchemaViolation"
+    assert await harness.store.state("c6") == {}

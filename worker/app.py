@@ -40,6 +40,7 @@ from worker.records import InputRecord
 from worker.retry import Retrier
 from worker.settings import Settings, fold_limits
 from worker.store.customer_store import CustomerStore
+from worker.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ class Worker:
     The producer can only be created inside the running event loop, hence `start`.
     """
 
-    def __init__(self, settings: Settings, health: Health, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, health: Health, metrics: Metrics, tracing: Tracing
+    ) -> None:
         self._settings = settings
+        self._tracing = tracing
         self._health = health
         self._metrics = metrics
         self._redis = connect_redis(settings)
@@ -91,6 +95,7 @@ class Worker:
                 "group_id": settings.group_id,
                 "inputs": list(settings.topics.inputs),
                 "event_loop": type(asyncio.get_running_loop()).__module__,
+                "tracing": self._tracing.enabled,
             },
         )
         self._producer = AIOKafkaProducer(
@@ -124,6 +129,7 @@ class Worker:
             limits=settings.limits,
             fold_limits=fold_limits(settings),
             cache=RecordCache(settings.record_cache_size),
+            tracing=self._tracing,
         )
         self._collection.started()
         self._health.started = True
@@ -136,6 +142,7 @@ class Worker:
         if self._producer is not None:
             await self._producer.stop()
         await self._redis.aclose()
+        self._tracing.shutdown()
 
     async def handle(self, records: Records, consumer: AIOKafkaConsumer) -> None:
         """Apply in Redis now; publish, then commit, in a task of its own.
@@ -207,12 +214,15 @@ class Worker:
         return ["kafka unreachable"]
 
 
-def build_app(settings: Settings) -> AsgiFastStream:
-    """The worker as an ASGI app: the Kafka consumer plus its HTTP endpoints."""
+def build_app(settings: Settings, tracing: Tracing | None = None) -> AsgiFastStream:
+    """The worker as an ASGI app: the Kafka consumer plus its HTTP endpoints. Tracing is as
+    the `OTEL_*` environment configures it, unless given."""
     health = Health()
     metrics = Metrics()
     metrics.ready.set_function(lambda: 1.0 if health.ready else 0.0)
-    worker = Worker(settings, health, metrics)
+    if tracing is None:
+        tracing = Tracing.from_environment(settings.group_id, settings.batch_max_records)
+    worker = Worker(settings, health, metrics, tracing)
     topics = settings.topics
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from contracts.envelope import Envelope
 from contracts.events import INPUT_TOPICS, AnyInputEvent
+from contracts.versions import SCHEMA_VERSIONS, accepts
 from worker.limits import LimitCheck
 from worker.rejection import Rejection
 from worker.settings import Limits
@@ -40,6 +41,13 @@ class Intake:
             event: AnyInputEvent = self._adapters[topic].validate_json(value)
         except ValidationError as error:
             return _classify(value, error)
+        if event.dataschema is not None and not accepts(type(event).__name__, event.dataschema):
+            name = type(event).__name__
+            return Rejection(
+                "UnsupportedSchema",
+                f"dataschema names a version of {name} this worker does not read "
+                f"(it reads {SCHEMA_VERSIONS[name]} and its major version)",
+            )
         return self._limits.problem(event) or event
 
 

@@ -4,9 +4,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from contracts.updated import ERASED_TYPE, UPDATED_TYPE, WORKER_SOURCE
+from contracts.updated import ERASED_TYPE, UPDATED_SCHEMA, UPDATED_TYPE, WORKER_SOURCE
 from worker.records import InputRecord
 from worker.rejection import Rejection
+from worker.trace_context import TraceContext
 
 Headers = list[tuple[str, bytes]]
 
@@ -32,10 +33,22 @@ class Cause:
 
 #: The constant attributes of every `customer.updated`, as JSON.
 _ENVELOPE = b',"source":%s,"type":%s' % (orjson.dumps(WORKER_SOURCE), orjson.dumps(UPDATED_TYPE))
+_DATASCHEMA = b'"dataschema":%s' % orjson.dumps(UPDATED_SCHEMA)
 _UPDATED_HEADERS: Headers = [
     ("content-type", b"application/cloudevents+json"),
     ("ce_type", UPDATED_TYPE.encode()),
+    ("ce_dataschema", UPDATED_SCHEMA.encode()),
 ]
+
+
+def _trace_attributes(trace: TraceContext | None) -> bytes:
+    """The CloudEvents distributed-tracing attributes, as JSON members."""
+    if trace is None:
+        return b""
+    members = b',"traceparent":' + orjson.dumps(trace.traceparent)
+    if trace.tracestate:
+        members += b',"tracestate":' + orjson.dumps(trace.tracestate)
+    return members
 
 
 def customer_updated(
@@ -46,12 +59,16 @@ def customer_updated(
     changed: list[str],
     cause: Cause,
     time: str,
+    trace: TraceContext | None = None,
 ) -> OutMessage:
     """A `customer.updated` CloudEvent carrying the record (its JSON), or the tombstone of
-    an erased customer. `time` is when the batch was applied (formatted once per batch).
+    an erased customer. `time` is when the batch was applied (formatted once per batch);
+    `trace` the context of the span that produced it (headers and CloudEvents attributes).
     The JSON is assembled around the record's bytes rather than re-encoding it."""
     event_id = f"{customer_id}:{version}"
     headers: Headers = [("ce_id", event_id.encode()), ("version", str(version).encode())]
+    if trace is not None:
+        headers += trace.headers
     key = customer_id.encode()
     if record is None:
         return OutMessage(topic, key, None, [("ce_type", ERASED_TYPE.encode()), *headers])
@@ -65,7 +82,10 @@ def customer_updated(
             orjson.dumps(time),
             b',"subject":',
             orjson.dumps(customer_id),
-            b',"datacontenttype":"application/json","data":{"customer":',
+            _trace_attributes(trace),
+            b',"datacontenttype":"application/json",',
+            _DATASCHEMA,
+            b',"data":{"customer":',
             record,
             b',"version":',
             str(version).encode(),
@@ -79,9 +99,21 @@ def customer_updated(
     return OutMessage(topic, key, value, [*_UPDATED_HEADERS, *headers])
 
 
-def forward(topic: str, key: str, record: InputRecord) -> OutMessage:
-    """An input record re-keyed to another topic, bytes and headers unchanged."""
-    return OutMessage(topic, key.encode(), record.value, list(record.headers))
+def forward(
+    topic: str, key: str, record: InputRecord, trace: TraceContext | None = None
+) -> OutMessage:
+    """An input record re-keyed to another topic, bytes and headers unchanged; but for the
+    trace context (`trace`, when tracing), which becomes the one of the span forwarding it,
+    in its headers and in its CloudEvents attributes."""
+    if trace is None or record.value is None:
+        return OutMessage(topic, key.encode(), record.value, list(record.headers))
+    event = orjson.loads(record.value)
+    event["traceparent"] = trace.traceparent
+    event.pop("tracestate", None)
+    if trace.tracestate:
+        event["tracestate"] = trace.tracestate
+    headers = [(n, v) for n, v in record.headers if n not in ("traceparent", "tracestate")]
+    return OutMessage(topic, key.encode(), orjson.dumps(event), [*headers, *trace.headers])
 
 
 def dead_letter(topic: str, record: InputRecord, why: Rejection, failed_at: str) -> OutMessage:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from aiokafka import TopicPartition
+from opentelemetry.trace import Link
 from redis.exceptions import ResponseError
 
 from contracts.events import AnyInputEvent
@@ -39,6 +40,8 @@ from worker.rejection import Rejection
 from worker.retry import Retrier
 from worker.settings import Limits, Topics
 from worker.store.customer_store import CustomerStore, Stale, Written
+from worker.trace_context import TraceContext
+from worker.tracing import BatchTrace, Tracing, input_context
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,12 @@ _Dead = tuple[InputRecord, Rejection]
 @dataclass(slots=True)
 class _Plan:
     """A decoded batch: each customer's steps, the rejected records, the referrals to
-    forward to their referrer's worker."""
+    forward to their referrer's worker (record, referrer), the inputs' trace contexts."""
 
     work: dict[str, _Work] = field(default_factory=dict)
     dead: list[_Dead] = field(default_factory=list)
-    forward: list[OutMessage] = field(default_factory=list)
+    forward: list[tuple[InputRecord, str]] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ class AppliedBatch:
     messages: list[OutMessage]
     versions: dict[str, int]
     started: float
+    trace: BatchTrace | None = None
 
 
 class BatchPipeline:
@@ -108,6 +113,7 @@ class BatchPipeline:
         limits: Limits,
         fold_limits: FoldLimits,
         cache: RecordCache,
+        tracing: Tracing | None = None,
     ) -> None:
         self._intake = intake
         self._store = store
@@ -118,6 +124,7 @@ class BatchPipeline:
         self._refusals = _refusals(limits)
         self._fold_limits = fold_limits
         self._cache = cache
+        self._tracing = tracing or Tracing(None, "")
         self._published: dict[str, int] = {}
 
     async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
@@ -127,22 +134,40 @@ class BatchPipeline:
     async def apply(self, records: Sequence[InputRecord]) -> AppliedBatch:
         """First half: decode, fold, write to Redis and render the output (nothing is
         published yet)."""
-        started = time.perf_counter()
+        started, started_ns = time.perf_counter(), time.time_ns()
         plan = self._plan(records)
-        work = list(plan.work.values())
-        done, rejected = await self._apply(work)
-        now = format_time(datetime.now(UTC))
-        messages = [self._dead_letter(record, why, now) for record, why in plan.dead + rejected]
-        messages += plan.forward
-        versions: dict[str, int] = {}
-        for item in done:
-            messages += self._announce(item, versions, now)
-        return AppliedBatch(records, done, messages, versions, started)
+        trace = self._tracing.begin(records, plan.links, started_ns)
+        try:
+            done, rejected = await self._apply(list(plan.work.values()), trace)
+            now = format_time(datetime.now(UTC))
+            context = None
+            if trace is not None:
+                context = trace.start_publish(self._topics.customer_updated, len(records))
+            messages = [self._dead_letter(record, why, now) for record, why in plan.dead + rejected]
+            messages += [
+                forward(self._topics.referrals, referrer, record, context)
+                for record, referrer in plan.forward
+            ]
+            versions: dict[str, int] = {}
+            for item in done:
+                messages += self._announce(item, versions, now, context)
+        except BaseException as error:
+            if trace is not None:
+                trace.end(error)
+            raise
+        return AppliedBatch(records, done, messages, versions, started, trace)
 
     async def publish(self, batch: AppliedBatch) -> dict[TopicPartition, int]:
         """Second half: publish the batch's updates and dead letters, wait for every
         acknowledgement; returns the offsets to commit (last + 1 per partition)."""
-        await self._retrier.run("kafka", lambda: self._publish(batch.messages))
+        try:
+            await self._retrier.run("kafka", partial(self._publish, batch.messages))
+        except BaseException as error:
+            if batch.trace is not None:
+                batch.trace.end(error)
+            raise
+        if batch.trace is not None:
+            batch.trace.end()
         self._remember(batch.versions)
         self._count(batch.outcomes)
         self._metrics.batch_size.observe(len(batch.records))
@@ -189,15 +214,18 @@ class BatchPipeline:
         the referrer applies it and every customer is written (and published) by one worker."""
         plan = _Plan()
         forwarded = self._topics.referrals
+        tracing = self._tracing.enabled
         for record in records:
             event = self._intake.decode(record.topic, record.value)
+            if tracing and (link := input_context(record, _event_or_none(event))) is not None:
+                plan.links.append(link)
             if isinstance(event, Rejection):
                 plan.dead.append((record, event))
                 continue
             if record.topic != forwarded:
                 step = step_of(event)
                 if isinstance(event, ReferralCompleted):
-                    plan.forward.append(forward(forwarded, event.data.referrer_id, record))
+                    plan.forward.append((record, event.data.referrer_id))
             elif isinstance(event, ReferralCompleted):
                 step = referrer_step_of(event)
             else:
@@ -213,12 +241,14 @@ class BatchPipeline:
             item.sources.append((record, event))
         return plan
 
-    async def _apply(self, work: list[_Work]) -> tuple[list[_Work], list[_Dead]]:
+    async def _apply(
+        self, work: list[_Work], trace: BatchTrace | None
+    ) -> tuple[list[_Work], list[_Dead]]:
         """Fold every customer's steps and write them. A customer whose stored fields moved
         is folded again from them; one whose fold fails (a bug) or whose write Redis rejects
         is isolated: its steps are folded and written one by one, and the ones that still
         fail are dead-lettered (a rejected write changes nothing: see commit.lua)."""
-        done, failed = await self._write(work)
+        done, failed = await self._write(work, trace)
         dead: list[_Dead] = []
         for item, error in failed:
             if len(item.steps) == 1:
@@ -228,7 +258,7 @@ class BatchPipeline:
             state = item.state
             for step, source in zip(item.steps, item.sources, strict=True):
                 single = _Work(item.customer_id, state, item.confirmed, [step], [source])
-                alone, still = await self._write([single])
+                alone, still = await self._write([single], trace)
                 state = single.state
                 done += alone
                 dead += [(source[0], _failed(error)) for _, error in still]
@@ -241,7 +271,7 @@ class BatchPipeline:
         return done, dead
 
     async def _write(
-        self, work: list[_Work]
+        self, work: list[_Work], trace: BatchTrace | None
     ) -> tuple[list[_Work], list[tuple[_Work, BaseException]]]:
         """Fold and write until every customer's write applied or failed.
 
@@ -277,7 +307,7 @@ class BatchPipeline:
                 assert item.folded is not None
                 assert item.folded.commit is not None
                 commits.append((item.customer_id, item.folded.commit))
-            results = await self._retrier.run("redis", partial(self._commit, commits))
+            results = await self._retrier.run("redis", partial(self._commit, commits, trace))
             stale: list[tuple[str, dict[str, str]]] = []
             again: list[_Work] = []
             for item, result in zip(writes, results, strict=True):
@@ -303,10 +333,13 @@ class BatchPipeline:
         raise ConcurrentWriter(f"{len(pending)} customers' stored fields keep changing")
 
     async def _commit(
-        self, commits: list[tuple[str, Commit]]
+        self, commits: list[tuple[str, Commit]], trace: BatchTrace | None
     ) -> list[Written | Stale | ResponseError]:
         with self._metrics.redis_seconds.time():
-            return await self._store.commit(commits)
+            if trace is None:
+                return await self._store.commit(commits)
+            with trace.commit():
+                return await self._store.commit(commits)
 
     async def _logs(self, work: list[_Work]) -> dict[str, list[tuple[int, bytes]]]:
         """The replay logs of the customers with an erase among their steps."""
@@ -325,7 +358,13 @@ class BatchPipeline:
                 extra=_work_fields(item),
             )
 
-    def _announce(self, item: _Work, versions: dict[str, int], now: str) -> list[OutMessage]:
+    def _announce(
+        self,
+        item: _Work,
+        versions: dict[str, int],
+        now: str,
+        context: TraceContext | None = None,
+    ) -> list[OutMessage]:
         """The `customer.updated` messages of one customer's snapshots, rendered from its
         cached record; the state is cached again."""
         state, folded = item.state, item.folded
@@ -346,6 +385,7 @@ class BatchPipeline:
                     changed,
                     Cause(event.id, event.source, event.type),
                     now,
+                    context,
                 )
             )
             versions[item.customer_id] = snapshot.version
@@ -365,6 +405,10 @@ class BatchPipeline:
         self._published.update(versions)
         while len(self._published) > _MAX_CONFIRMATIONS:
             del self._published[next(iter(self._published))]
+
+
+def _event_or_none(decoded: AnyInputEvent | Rejection) -> AnyInputEvent | None:
+    return None if isinstance(decoded, Rejection) else decoded
 
 
 def _rendered(state: CustomerState) -> RenderedRecord:

@@ -3,6 +3,8 @@ REDIS_URL (`make bench`). See the package docstring for what is measured and how
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 import time
@@ -16,6 +18,7 @@ from tests.perf.ceiling import run_ceiling
 from tests.perf.kafka_io import produce_workload
 from tests.perf.measure import STACK_DIR, code_version, machine_facts, per_event_costs
 from tests.perf.naive_run import run_naive
+from tests.perf.otlp_sink import OtlpSink
 from tests.perf.process import problems
 from tests.perf.quix_run import run_quix
 from tests.perf.report import Results, log, render, write_json
@@ -51,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--skip-live", action="store_true")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="run the worker with tracing on, exporting to a local OTLP sink",
+    )
     parser.add_argument(
         "--memory",
         action="store_true",
@@ -147,6 +155,11 @@ async def _phases(
         results["ceiling"] = await run_ceiling(
             settings, sandbox.ceiling_group, sandbox.ceiling_output, args.events, redis
         )
+    sink = contextlib.ExitStack()
+    if args.trace:  # the child inherits the OTEL_* environment (settings_env keeps it)
+        otlp = sink.enter_context(OtlpSink())
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp.port}"
+        os.environ["OTEL_SERVICE_NAME"] = "customer-worker-bench"
     worker = WorkerUnderTest(settings, args.output.parent, f"{args.output.stem}.worker")
     try:
         results["worker"] = await run_backlog(worker, redis, (RSS_CHECKPOINT,))
@@ -163,6 +176,13 @@ async def _phases(
             results["live"] = await run_live(worker, redis, live, rate, args.live_seconds)
     finally:
         exit_code = await worker.child.stop()
+        if args.trace:
+            results["tracing"] = {
+                "otlp_requests": otlp.received.requests,
+                "otlp_bytes": otlp.received.bytes,
+            }
+            sink.close()
+            os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         if "worker" in results:
             results["worker"]["exit_code"] = exit_code
             results["worker"]["log"] = problems(worker.child)

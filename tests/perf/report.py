@@ -144,6 +144,13 @@ def render(results: Results) -> str:
             + _counts(naive["processed_by_topic"])
             + ("" if naive["complete"] else " (stopped by --naive-seconds: a partial mix)"),
         ]
+    tracing = results.get("tracing")
+    if tracing:
+        lines += [
+            "",
+            f"tracing on: the worker exported {tracing['otlp_requests']:,} OTLP requests "
+            f"({tracing['otlp_bytes'] / 2**20:,.1f} MiB) to a local sink",
+        ]
     if quix:
         lines += [
             "",

@@ -27,6 +27,7 @@ dated after T (the replay log: the recent applied events, see `commit.lua`), so 
 does not depend on whether they arrived before or after it.
 """
 
+import operator
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,17 @@ NO_RECORD: Final = "0"
 LEGACY_RECORD: Final = "-"
 _COUNTED: Final = frozenset({"PAID", "FULFILLED"})
 _MISSING: Final = object()
+# What one event may change besides fields: saved before it, restored if it is refused.
+# record_fields (0) and visible_bytes (2) are also the caps checked after it.
+_COUNTERS: Final = (
+    "record_fields",
+    "markers",
+    "visible_bytes",
+    "event_changed",
+    "created",
+    "updated",
+)
+_save_counters: Final = operator.attrgetter(*_COUNTERS)
 _MAX: Final = MAX_SAFE_INTEGER
 
 
@@ -452,14 +464,7 @@ class _Fold:
             self.newly_changed,
         )
         marks = (len(journal), len(counted_journal), len(newly_changed))
-        saved = (
-            self.record_fields,
-            self.markers,
-            self.visible_bytes,
-            self.event_changed,
-            self.created,
-            self.updated,
-        )
+        saved = _save_counters(self)
         self.ts, self.t, self.m = str(step_micros), step_micros, marker
         try:
             self.touch()
@@ -484,14 +489,8 @@ class _Fold:
                     self.counted[order_id] = entry  # type: ignore[assignment]
             self.changed.difference_update(newly_changed[marks[2] :])
             del journal[marks[0] :], counted_journal[marks[1] :], newly_changed[marks[2] :]
-            (
-                self.record_fields,
-                self.markers,
-                self.visible_bytes,
-                self.event_changed,
-                self.created,
-                self.updated,
-            ) = saved
+            for name, value in zip(_COUNTERS, saved, strict=True):
+                setattr(self, name, value)
             return refused.letter
         return None
 
