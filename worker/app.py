@@ -128,7 +128,7 @@ class Worker:
             metrics=self._metrics,
             limits=settings.limits,
             fold_limits=fold_limits(settings),
-            cache=RecordCache(settings.record_cache_size),
+            cache=RecordCache(settings.record_cache_size, settings.record_cache_mib << 20),
             tracing=self._tracing,
         )
         self._collection.started()

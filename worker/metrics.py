@@ -68,6 +68,11 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.cache_bytes = Gauge(
+            "customer_worker_record_cache_bytes",
+            "Estimated memory the record cache holds (bounded by CW_RECORD_CACHE_MIB).",
+            registry=r,
+        )
         self.ready = Gauge(
             "customer_worker_ready", "1 when /readyz reports ready, else 0.", registry=r
         )

@@ -171,6 +171,7 @@ class BatchPipeline:
         self._remember(batch.versions)
         self._count(batch.outcomes)
         self._metrics.batch_size.observe(len(batch.records))
+        self._metrics.cache_bytes.set(self._cache.bytes)
         self._metrics.batch_seconds.observe(time.perf_counter() - batch.started)
         return _next_offsets(batch.records)
 

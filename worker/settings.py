@@ -206,6 +206,15 @@ class Settings(BaseSettings):
             "renders only what it touches."
         ),
     )
+    record_cache_mib: int = Field(
+        default=192,
+        ge=0,
+        description=(
+            "Estimated memory (MiB) the record cache may hold: records grow with their "
+            "customers' history, so the cache evicts by size as well as by count. The "
+            "worker's RSS is about 200 MiB plus this."
+        ),
+    )
     dedup_max_markers: int = Field(
         default=256,
         ge=1,

@@ -67,11 +67,12 @@ class Harness:
         replay_window_seconds: int = 86_400,
         limits: Limits | None = None,
         cache_size: int = 1000,
+        cache_bytes: int = 1 << 30,
     ) -> None:
         topics = Topics()
         limits = limits or Limits()
         self.store = CustomerStore(redis, key_prefix)
-        self.cache = RecordCache(cache_size)
+        self.cache = RecordCache(cache_size, cache_bytes)
         self.publisher = RecordingPublisher()
         self.health = Health()
         self.metrics = Metrics()
