@@ -928,6 +928,20 @@ def test_workload_image_and_resources(workload: dict[str, Any]) -> None:
             assert {"cpu", "memory"} <= set(resources[kind]), f"{kind} missing"
 
 
+def _mebibytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def test_the_memory_request_holds_the_record_cache() -> None:
+    """RSS is about 200 MiB plus the record cache (README, `--memory` bench): a request below
+    that gets the pod evicted under pressure, a limit without headroom OOM-kills it."""
+    cache = int(CONFIGMAP["data"]["CW_RECORD_CACHE_MIB"])
+    resources = containers(DEPLOYMENT)[0]["resources"]
+    assert _mebibytes(resources["requests"]["memory"]) >= 200 + cache
+    assert _mebibytes(resources["limits"]["memory"]) >= 200 + cache + 128
+
+
 @pytest.mark.parametrize("workload", [DEPLOYMENT, JOB], ids=["deployment", "job"])
 def test_workload_security_context(workload: dict[str, Any]) -> None:
     spec = pod_spec(workload)
