@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -187,3 +188,24 @@ async def test_tracing_is_off_unless_the_environment_configures_an_exporter(
     (record,) = bus.updates.by_customer["o1"]
     assert _header(record, "traceparent") is None
     assert "traceparent" not in json.loads(record.value)
+
+
+def test_the_service_is_named_by_the_environment_else_customer_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def service_name() -> object:
+        tracing = Tracing.from_environment("g", 10)
+        assert tracing.provider is not None
+        try:
+            return tracing.provider.resource.attributes["service.name"]
+        finally:
+            tracing.shutdown()
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    assert service_name() == "customer-worker"
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes")
+    assert service_name() == "from-attributes"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-eu")
+    assert service_name() == "orders-eu"

@@ -26,11 +26,11 @@ does nothing else.
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import (
@@ -50,6 +50,8 @@ from worker.records import InputRecord
 from worker.trace_context import TraceContext
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+#: `service.name` unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES name another.
+DEFAULT_SERVICE_NAME = "customer-worker"
 _FIELDS = ("traceparent", "tracestate")
 
 #: The standard variables the README documents (the SDK reads more: all `OTEL_*` work).
@@ -117,7 +119,6 @@ class BatchTrace:
     tracer: Tracer
     process: Span
     publish: Span | None = None
-    links: list[Link] = field(default_factory=list)
 
     def commit(self) -> Any:
         """A context manager: the span of one Redis step of the batch."""
@@ -157,6 +158,15 @@ class BatchTrace:
             span.end()
 
 
+def _resource() -> Resource:
+    """The SDK's resource from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, named
+    `customer-worker` when neither names the service (the SDK's "unknown_service")."""
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
 class Tracing:
     """The worker's tracer, or nothing at all (`enabled` False)."""
 
@@ -173,7 +183,7 @@ class Tracing:
         if exporter is None:
             return cls(None, group_id)
         provider = TracerProvider(
-            resource=Resource.create({"service.name": "customer-worker"}),
+            resource=_resource(),
             # A batch links to every input event: keep as many links as a batch has records
             # unless OTEL_SPAN_LINK_COUNT_LIMIT says otherwise (the SDK's default is 128).
             span_limits=SpanLimits(
