@@ -126,7 +126,6 @@ class Worker:
                 settings.retry_max_seconds,
             ),
             metrics=self._metrics,
-            limits=settings.limits,
             fold_limits=fold_limits(settings),
             cache=RecordCache(settings.record_cache_size, settings.record_cache_mib << 20),
             tracing=self._tracing,
@@ -147,9 +146,10 @@ class Worker:
     async def handle(self, records: Records, consumer: AIOKafkaConsumer) -> None:
         """Apply in Redis now; publish, then commit, in a task of its own.
 
-        The second half of a batch (rendering and producing its output, waiting for the
-        acknowledgements, committing) overlaps with the first half of the next batch
-        (decoding, the Redis round trip). Order is kept: the next batch's output is produced
+        The second half of a batch (producing its output, waiting for the acknowledgements,
+        committing) overlaps with the first half of the next batch (decoding, folding, the
+        Redis round trip, rendering: rendered before the next batch takes the customers'
+        states from the record cache). Order is kept: the next batch's output is produced
         only once this batch's is acknowledged and committed, and Redis steps run one batch
         after the other.
         """

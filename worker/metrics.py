@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-#: Outcome labels of `customer_worker_events_total`, by the Lua step's outcome letter.
+#: Outcome labels of `customer_worker_events_total`, by the fold's outcome letter.
 OUTCOMES = {"A": "applied", "U": "ignored", "I": "ignored", "D": "duplicate"}
 
 

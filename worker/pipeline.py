@@ -38,7 +38,7 @@ from worker.record_cache import RecordCache
 from worker.records import InputRecord
 from worker.rejection import Rejection
 from worker.retry import Retrier
-from worker.settings import Limits, Topics
+from worker.settings import Topics
 from worker.store.customer_store import CustomerStore, Stale, Written
 from worker.trace_context import TraceContext
 from worker.tracing import BatchTrace, Tracing, input_context
@@ -110,7 +110,6 @@ class BatchPipeline:
         topics: Topics,
         retrier: Retrier,
         metrics: Metrics,
-        limits: Limits,
         fold_limits: FoldLimits,
         cache: RecordCache,
         tracing: Tracing | None = None,
@@ -121,7 +120,7 @@ class BatchPipeline:
         self._topics = topics
         self._retrier = retrier
         self._metrics = metrics
-        self._refusals = _refusals(limits)
+        self._refusals = _refusals(fold_limits)
         self._fold_limits = fold_limits
         self._cache = cache
         self._tracing = tracing or Tracing(None, "")
@@ -287,7 +286,7 @@ class BatchPipeline:
             writes: list[_Work] = []
             for item in pending:
                 if item.state.rendered is None:  # the record before this batch, to diff
-                    item.state.rendered = _rendered(item.state)
+                    item.state.rendered = rendered_record(item.state)
                 try:
                     item.folded = fold(
                         item.state,
@@ -344,7 +343,7 @@ class BatchPipeline:
 
     async def _logs(self, work: list[_Work]) -> dict[str, list[tuple[int, bytes]]]:
         """The replay logs of the customers with an erase among their steps."""
-        erasing = [item.customer_id for item in work if any(s.ops[0][0] == "E" for s in item.steps)]
+        erasing = [item.customer_id for item in work if any(step.erases for step in item.steps)]
         if not erasing:
             return {}
         logs = await self._retrier.run("redis", lambda: self._store.logs(erasing))
@@ -374,9 +373,7 @@ class BatchPipeline:
         messages = []
         for snapshot in folded.snapshots:
             event = item.sources[snapshot.cause][1]
-            record, changed = state.rendered.apply(
-                snapshot.version, snapshot.changes, snapshot.wiped
-            )
+            record, changed = state.rendered.apply(snapshot.changes, snapshot.wiped)
             messages.append(
                 customer_updated(
                     self._topics.customer_updated,
@@ -412,21 +409,22 @@ def _event_or_none(decoded: AnyInputEvent | Rejection) -> AnyInputEvent | None:
     return None if isinstance(decoded, Rejection) else decoded
 
 
-def _rendered(state: CustomerState) -> RenderedRecord:
-    return RenderedRecord(state.customer_id, state.version, visible_fields(state.fields))
+def rendered_record(state: CustomerState) -> RenderedRecord:
+    """The record of a customer's stored fields, ready to render changes incrementally."""
+    return RenderedRecord(state.customer_id, visible_fields(state.fields))
 
 
 def _failed(error: BaseException) -> Rejection:
     return Rejection("ProcessingError", f"{type(error).__name__}: {error}")
 
 
-def _refusals(limits: Limits) -> dict[str, Rejection]:
+def _refusals(limits: FoldLimits) -> dict[str, Rejection]:
     """The dead letters' reasons, by the fold's refusal letters."""
     return {
         "R": Rejection(
             "RecordLimitExceeded",
-            f"the customer's record would exceed {limits.max_record_fields} fields or "
-            f"{limits.max_record_bytes} bytes "
+            f"the customer's record would exceed {limits.max_fields} fields or "
+            f"{limits.max_bytes} bytes "
             "(CW_LIMITS__MAX_RECORD_FIELDS, CW_LIMITS__MAX_RECORD_BYTES)",
         ),
         "X": Rejection(

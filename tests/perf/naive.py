@@ -31,11 +31,10 @@ from contracts.loyalty import ReferralCompleted
 from tests.perf.sandbox import source_topics
 from worker import logs
 from worker.domain.clock import format_time
-from worker.domain.fields import visible_fields
 from worker.domain.fold import fold
-from worker.domain.record import RenderedRecord
 from worker.domain.steps import Step, referrer_step_of, step_of
 from worker.messages import Cause, customer_updated
+from worker.pipeline import rendered_record
 from worker.settings import Settings, fold_limits
 from worker.store.customer_store import CustomerStore, Stale, Written
 
@@ -78,9 +77,9 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
         cause = Cause(event.id, event.source, event.type)
         for step in steps:
             (state,) = await store.load([step.customer_id])
-            view = RenderedRecord(step.customer_id, state.version, visible_fields(state.fields))
+            view = rendered_record(state)
             while True:
-                erasing = step.ops[0][0] == "E"
+                erasing = step.erases
                 logged = (await store.logs([step.customer_id]))[0] if erasing else None
                 folded = fold(state, [step], limits, logged=logged)
                 if folded.commit is None:
@@ -88,16 +87,14 @@ def build_broker(settings: Settings, redis: "Redis") -> KafkaBroker:
                 (result,) = await store.commit([(step.customer_id, folded.commit)])
                 if isinstance(result, Stale):
                     (state,) = await store.states([(step.customer_id, result.fields)])
-                    view = RenderedRecord(
-                        step.customer_id, state.version, visible_fields(state.fields)
-                    )
+                    view = rendered_record(state)
                     continue
                 if not isinstance(result, Written):
                     raise result
                 state.commit(folded, result.added, result.removed, result.kept, result.trimmed)
                 break
             for snapshot in folded.snapshots:
-                record, changed = view.apply(snapshot.version, snapshot.changes, snapshot.wiped)
+                record, changed = view.apply(snapshot.changes, snapshot.wiped)
                 now = format_time(datetime.now(UTC))
                 out = customer_updated(
                     output, step.customer_id, snapshot.version, record, changed, cause, now

@@ -83,7 +83,6 @@ class Harness:
             topics=topics,
             retrier=Retrier(self.health, self.metrics, 0.01, 0.1),
             metrics=self.metrics,
-            limits=limits,
             fold_limits=FoldLimits(
                 each_change=every_change,
                 kept_markers=max_markers,

@@ -29,7 +29,7 @@ does not depend on whether they arrived before or after it.
 
 import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -181,7 +181,7 @@ class CustomerState:
 
     def undo(self, folded: "Folded") -> None:
         """Put the fields back as they were before the fold (its commit was not written)."""
-        _revert(self.fields, folded.before)
+        _revert(self.fields, folded.before.items())
 
 
 def new_write_token() -> str:
@@ -190,8 +190,9 @@ def new_write_token() -> str:
     return os.urandom(8).hex()
 
 
-def _revert(fields: dict[str, str], before: dict[str, str | None]) -> None:
-    for name, old in before.items():
+def _revert(fields: dict[str, str], before: Iterable[tuple[str, str | None]]) -> None:
+    """Put fields back: (name, earlier value or None when it was absent), in this order."""
+    for name, old in before:
         if old is None:
             fields.pop(name, None)
         else:
@@ -475,12 +476,7 @@ class _Fold:
             if self.visible_bytes > saved[2] and self.visible_bytes > self.limits.max_bytes:
                 raise _Refused("R")
         except _Refused as refused:
-            fields = self.fields
-            for name, previous in reversed(journal[marks[0] :]):
-                if previous is None:
-                    fields.pop(name, None)
-                else:
-                    fields[name] = previous
+            _revert(self.fields, reversed(journal[marks[0] :]))
             for order_id, entry in reversed(counted_journal[marks[1] :]):
                 assert self.counted is not None
                 if entry is _MISSING:
@@ -500,7 +496,7 @@ class _Fold:
         if self.logged is None:
             raise RuntimeError("an erase needs the customer's replay log")
         self.ts, self.t = str(micros), micros
-        for name in [n for n in self.fields if n not in f.BOOKKEEPING and n[0] != "#"]:
+        for name in [n for n in self.fields if _counts_for_cap(n)]:
             if f.is_visible(name):
                 self.put(name, None)
             else:
@@ -551,7 +547,7 @@ def fold(
     try:
         return _fold(w, state, steps, limits, confirmed)
     except BaseException:
-        _revert(state.fields, w.before)
+        _revert(state.fields, w.before.items())
         raise
 
 
@@ -588,7 +584,7 @@ def _fold(
         else:
             w.event_changed = False
             refold: list[tuple[int, bytes]] = []
-            erasing = step.ops[0][0] == "E"
+            erasing = step.erases
             if erasing:
                 beyond_log = beyond_log or _beyond_log(w.fields, step.micros, limits, state)
                 refold = w.erase(step.micros, log)

@@ -252,11 +252,9 @@ class RenderedRecord:
     `changed` paths are the diff of those sections alone (derived fields included), and the
     record's JSON is assembled from the sections' bytes."""
 
-    __slots__ = ("_fragments", "_head", "_parts", "customer_id", "version")
+    __slots__ = ("_fragments", "_head", "_parts")
 
-    def __init__(self, customer_id: str, version: int, state: Fields) -> None:
-        self.customer_id = customer_id
-        self.version = version
+    def __init__(self, customer_id: str, state: Fields) -> None:
         self._head = b'{"id":' + orjson.dumps(customer_id) + b',"object":"customer"'
         self._parts = split(state)
         self._fragments = {
@@ -284,9 +282,9 @@ class RenderedRecord:
         )
 
     def apply(
-        self, version: int, changes: Mapping[str, str | None], wiped: bool = False
+        self, changes: Mapping[str, str | None], wiped: bool = False
     ) -> tuple[bytes | None, list[str]]:
-        """Fold in the fields changed at `version` (None: removed), after emptying the
+        """Fold in the changed fields (None: removed), after emptying the
         state if `wiped`; returns the record's JSON (None once erased) and the dotted paths
         that differ from the record before."""
         existed = self.exists and not wiped
@@ -309,7 +307,6 @@ class RenderedRecord:
             if existed:
                 paths += _diff(self._fragments[section].part(section), rendered, "")
             self._fragments[section] = _Fragments(section, rendered)
-        self.version = version
         record = self.record_json()
         if record is None:
             return None, []  # a tombstone carries no record and no paths

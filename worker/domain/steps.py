@@ -1,7 +1,7 @@
 """What each event type does to a customer, as a list of primitive operations.
 
-The Lua step (`worker/store/apply.lua`) knows a handful of conflict-free primitives and no
-event types; this module is the one place that maps the contract onto them:
+The fold (`worker/domain/fold.py`) knows a handful of conflict-free primitives and no event
+types; this module is the one place that maps the contract onto them:
 
 - `S field value guard`: last-writer-wins register (value is JSON text, null deletes);
   loses also to a newer stamp on the optional `guard` register (metadata cleared).
@@ -50,15 +50,21 @@ Op = list[str | None]
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """The change one event makes to one customer, ready for the atomic Redis step."""
+    """The change one event makes to one customer, as the fold applies it (and the replay
+    log keeps it)."""
 
     customer_id: str
     marker: str
     micros: int
     ops: tuple[Op, ...]
 
+    @property
+    def erases(self) -> bool:
+        """An erase is a step of its own (one `E` operation)."""
+        return self.ops[0][0] == "E"
+
     def encode(self) -> bytes:
-        """JSON argument of the Lua step."""
+        """The step as the replay log keeps it (JSON)."""
         return orjson.dumps({"m": self.marker, "t": str(self.micros), "o": self.ops})
 
 

@@ -164,12 +164,12 @@ class CustomerStore:
     async def _migrate(self, customer_id: str, record: dict[str, str]) -> dict[str, str]:
         """Move a layout 1 record's side keys into its record hash; the fields after that
         (or, if another worker wrote the record meanwhile, the fields it wrote)."""
-        balances, orders, _, contributions, _ = self._keys.legacy(customer_id)
+        balances, orders, _, contributions, marker_set = self._keys.legacy(customer_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(balances)
             pipe.hgetall(orders)
             pipe.hgetall(contributions)
-            pipe.zrange(self._keys.legacy(customer_id)[4], 0, -1, withscores=True)
+            pipe.zrange(marker_set, 0, -1, withscores=True)
             cards, order_states, counted, markers = await pipe.execute()
         moved = {fields.CARD + name: value for name, value in cards.items()}
         moved |= {fields.ORDER + name: value for name, value in order_states.items()}
