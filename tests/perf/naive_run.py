@@ -87,8 +87,6 @@ async def run_naive(
         "measured_from": "first commit seen to the end of the window (start-up excluded)",
         "redis": {
             **calls,
-            # Every message makes one `CustomerStore.apply` (a pipeline of one or two EVALSHA).
-            "round_trips_per_event": 1.0,
             "evalsha_per_event": round(calls["evalsha"] / events, 4) if events else None,
         },
         "cpu_seconds": usage,

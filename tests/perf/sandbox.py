@@ -68,7 +68,6 @@ class Sandbox:
             update={
                 "topics": prefixed_topics(f"{prefix}.quix"),
                 "group_id": f"{prefix}-quix",
-                "key_prefix": f"{prefix}-q",
             }
         )
         return cls(prefix, worker, naive, quix, f"{prefix}-ceiling", f"{prefix}.ceiling.out")
