@@ -3,6 +3,7 @@ OpenTelemetry SDK's in-memory exporter."""
 
 import json
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,6 +115,15 @@ async def test_traced_inputs_on_every_topic_are_linked_and_outputs_carry_the_bat
             assert span_id in publishes  # a span of its batch: its publish
             assert publishes[span_id].parent.span_id in ids
             assert json.loads(record.value)["traceparent"] == traceparent
+    carried = Counter(
+        int((_header(record, "traceparent") or "").split("-")[2], 16)
+        for customer in ("t1", "t2")
+        for record in bus.updates.by_customer[customer]
+    )  # each batch produced only these records: a publish span counts those carrying it
+    assert {
+        span_id: publishes[span_id].attributes["messaging.batch.message_count"]
+        for span_id in carried
+    } == dict(carried)
     assert await store.version("t1") == 2
 
 

@@ -141,7 +141,7 @@ class BatchPipeline:
             now = format_time(datetime.now(UTC))
             context = None
             if trace is not None:
-                context = trace.start_publish(self._topics.customer_updated, len(records))
+                context = trace.start_publish(self._topics.customer_updated)
             messages = [self._dead_letter(record, why, now) for record, why in plan.dead + rejected]
             messages += [
                 forward(self._topics.referrals, referrer, record, context)
@@ -150,6 +150,8 @@ class BatchPipeline:
             versions: dict[str, int] = {}
             for item in done:
                 messages += self._announce(item, versions, now, context)
+            if trace is not None:
+                trace.produced(len(messages))
         except BaseException as error:
             if trace is not None:
                 trace.end(error)

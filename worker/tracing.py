@@ -5,10 +5,11 @@ An input event's trace context is its CloudEvents distributed-tracing attributes
 headers of the same names. Each batch is one `process` span (kind CONSUMER) that follows
 OpenTelemetry's messaging conventions for batch consumers: it is linked to the context of
 every input event of the batch, and has two children: `commit` (the Redis step) and
-`publish customer.updated` (kind PRODUCER, from the first record produced to the last
-acknowledgement). Every record the worker produces from the batch (`customer.updated`,
-referrals forwarded to the referrer's worker) carries the `publish` span's context, as
-Kafka headers and as the CloudEvents attributes; dead letters keep the input's own.
+`publish customer.updated` (kind PRODUCER, from building the batch's output, which
+carries its context, to the last acknowledgement). Every record the worker produces from
+the batch (`customer.updated`, referrals forwarded to the referrer's worker) carries the
+`publish` span's context, as Kafka headers and as the CloudEvents attributes; dead letters
+keep the input's own.
 
 FastStream's telemetry middleware is not used: it reads the context from Kafka headers only
 (not from the CloudEvents attributes of a structured-mode event), links a batch's messages
@@ -129,7 +130,7 @@ class BatchTrace:
             attributes={"db.system.name": "redis", "db.operation.name": "EVALSHA"},
         )
 
-    def start_publish(self, topic: str, records: int) -> TraceContext:
+    def start_publish(self, topic: str) -> TraceContext:
         """Start the publish span; the context every produced record carries."""
         self.publish = self.tracer.start_span(
             f"publish {topic}",
@@ -140,12 +141,16 @@ class BatchTrace:
                 "messaging.operation.type": "send",
                 "messaging.operation.name": "publish",
                 "messaging.destination.name": topic,
-                "messaging.batch.message_count": records,
             },
         )
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=set_span_in_context(self.publish))
         return TraceContext(carrier["traceparent"], carrier.get("tracestate", ""))
+
+    def produced(self, count: int) -> None:
+        """How many records the publish span sends."""
+        if self.publish is not None:
+            self.publish.set_attribute("messaging.batch.message_count", count)
 
     def end(self, error: BaseException | None = None) -> None:
         """End the batch's spans (with the error, if it failed)."""
