@@ -80,8 +80,9 @@ def connect_redis(settings: Settings) -> "Redis | RedisCluster":
 class _HiredisPacking(AbstractConnection):
     """Packs commands with hiredis (C), as redis-py's synchronous connections do, instead of
     its asyncio connections' pure-Python packer: a batch's pipeline of commits has tens of
-    thousands of arguments. (Redis Cluster clients keep redis-py's packer: their node
-    connections are not configurable.)"""
+    thousands of arguments. Unlike redis-py's `HiredisRespSerializer` it does not copy the
+    arguments into a new tuple first (the worker passes str and bytes only). (Redis Cluster
+    clients keep redis-py's packer: their node connections are not configurable.)"""
 
     def pack_command(self, *args: Any) -> list[bytes]:
         name = args[0]
