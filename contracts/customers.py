@@ -1,9 +1,9 @@
 """`customer.commands`: profile upserts, soft delete/restore and erasure."""
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from contracts.envelope import EmptyPayload, Envelope, Payload
 from contracts.scalars import Amount, Identifier, JsonData, ShortText, SignedAmount, Text
@@ -83,18 +83,36 @@ class CustomerProfile(Payload):
         return list(dict.fromkeys(ids))
 
 
-class CustomerCreate(Envelope):
+class _ProfileUpsert(Envelope):
+    """A profile upsert; one that names its customer by `sourceid` alone cannot give it
+    another `source_id` (the implicit customer's id is derived from it)."""
+
+    data: CustomerProfile
+
+    @model_validator(mode="after")
+    def _keeps_implicit_identity(self) -> Self:
+        if (
+            self.subject is None
+            and "source_id" in self.data.model_fields_set
+            and self.data.source_id != self.sourceid
+        ):
+            raise ValueError(
+                "an event naming its customer by `sourceid` alone cannot change or clear "
+                "its `source_id` (name the customer by `subject` to do that)"
+            )
+        return self
+
+
+class CustomerCreate(_ProfileUpsert):
     """Upsert of the profile fields present in `data` (same semantics as update)."""
 
     type: Literal["customer.create"]
-    data: CustomerProfile
 
 
-class CustomerUpdate(Envelope):
+class CustomerUpdate(_ProfileUpsert):
     """Upsert of the profile fields present in `data`."""
 
     type: Literal["customer.update"]
-    data: CustomerProfile
 
 
 class CustomerDelete(Envelope):

@@ -63,6 +63,6 @@ class ReferralCompleted(Envelope):
 
     @model_validator(mode="after")
     def _not_self_referral(self) -> Self:
-        if self.data.referrer_id == self.subject:
+        if self.data.referrer_id == self.customer_id:
             raise ValueError("a customer cannot refer themselves (referrer_id == subject)")
         return self

@@ -13,10 +13,20 @@ Semantics (DESIGN.md sections 3 and 4, plus the project's decisions where it is 
   ``time_us <= W`` are ignored entirely; nothing after W => ``None``.
 * every other field is a register (max stamp wins), a natural-key first-wins count (min stamp
   wins), or a sum over the events applied to the customer.
+* an event with no ``subject`` names its customer by ``sourceid``: it belongs to the implicit
+  customer ``src_`` + the first 32 hex digits of SHA-256(sourceid), and sets that record's
+  ``source_id`` like a profile write. The holder of a source_id is the customer with an
+  explicit id whose own final record has it, with the earliest stamp of that winning write
+  (then the smaller id); the other such customers are in conflict; with none, the implicit
+  customer holds it if it has a record. An implicit customer with a record whose
+  source_id an explicit customer holds is merged into it: its record is ``None`` and its
+  events (after its own erases; the holder's erases do not touch them) count for the
+  holder as if they were the holder's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -144,6 +154,8 @@ class _Event:
     type: str
     subject: str
     data: dict[str, Any]
+    #: The `sourceid` of an event that names its customer by it alone (else None).
+    named_by: str | None = None
 
     @property
     def stamp(self) -> Stamp:
@@ -159,9 +171,16 @@ class _Event:
             id=str(raw["id"]),
             source=str(raw["source"]),
             type=raw["type"],
-            subject=raw["subject"],
+            # Named by `sourceid` alone: the implicit customer derived from it.
+            subject=raw.get("subject") or _implicit_id(raw["sourceid"]),
             data=data if isinstance(data, dict) else {},
+            named_by=None if raw.get("subject") else raw["sourceid"],
         )
+
+
+def _implicit_id(source_id: str) -> str:
+    """The implicit customer of a `source_id`, as the contract spells it out (README)."""
+    return "src_" + hashlib.sha256(source_id.encode()).hexdigest()[:32]
 
 
 def _latest(events: Iterable[_Event]) -> _Event | None:
@@ -180,10 +199,8 @@ def _winner(writes: Iterable[tuple[Stamp, Any]]) -> tuple[Stamp, Any] | None:
 # --------------------------------------------------------------------------- public
 
 
-def reference_records(
-    events: Iterable[dict[str, Any]],
-) -> dict[str, dict[str, Any] | None]:
-    """Final record per customer id (``None`` = erased and not re-created)."""
+def _by_customer(events: Iterable[dict[str, Any]]) -> dict[str, list[_Event]]:
+    """The distinct events (by (source, id)) of each customer they change."""
     distinct: dict[tuple[str, str], dict[str, Any]] = {}
     for raw in events:
         key = (str(raw["source"]), str(raw["id"]))
@@ -201,30 +218,90 @@ def reference_records(
             referrer = ev.data["referrer_id"]
             if referrer != ev.subject:  # a self-referral is still one event for that customer
                 by_customer[referrer].append(ev)
+    return by_customer
 
-    return {cid: _record(cid, evs) for cid, evs in by_customer.items()}
+
+def reference_records(
+    events: Iterable[dict[str, Any]],
+) -> dict[str, dict[str, Any] | None]:
+    """Final record per customer id (``None`` = erased and not re-created, or an implicit
+    customer merged into the holder of its source_id)."""
+    events = list(events)
+    by_customer = _by_customer(events)
+    records = {cid: _record(cid, evs) for cid, evs in by_customer.items()}
+    for source_id, (holder, _) in _holders(by_customer, records).items():
+        implicit = _implicit_id(source_id)
+        if holder is not None and holder != implicit and records.get(implicit) is not None:
+            joined = _applied(implicit, by_customer[implicit])
+            records[holder] = _record(holder, by_customer[holder], joined)
+            records[implicit] = None
+    return records
+
+
+def reference_holders(
+    events: Iterable[dict[str, Any]],
+) -> dict[str, tuple[str | None, list[str]]]:
+    """Per source_id named or claimed: (its holder or None, the customers in conflict)."""
+    by_customer = _by_customer(events)
+    records = {cid: _record(cid, evs) for cid, evs in by_customer.items()}
+    return _holders(by_customer, records)
+
+
+def _holders(
+    by_customer: dict[str, list[_Event]], records: dict[str, Record | None]
+) -> dict[str, tuple[str | None, list[str]]]:
+    """Who holds each source_id, from the customers' own records."""
+    named = {e.named_by for evs in by_customer.values() for e in evs if e.named_by is not None}
+    claims: dict[str, list[tuple[Stamp, str]]] = defaultdict(list)
+    for cid, evs in by_customer.items():
+        record = records.get(cid)
+        if record is None or "source_id" not in record or re.match(r"^src_[0-9a-f]{32}$", cid):
+            continue
+        profile = [e for e in _applied(cid, evs) if e.type in PROFILE_EVENT_TYPES]
+        win = _winner(_profile_writes(profile, "source_id"))
+        assert win is not None
+        assert win[1] == record["source_id"]
+        claims[win[1]].append((win[0], cid))
+    holders: dict[str, tuple[str | None, list[str]]] = {}
+    for source_id in named | set(claims):
+        ranked = [cid for _, cid in sorted(claims[source_id])]
+        if ranked:
+            holders[source_id] = (ranked[0], sorted(ranked[1:]))
+        else:
+            implicit = records.get(_implicit_id(source_id))
+            holders[source_id] = (None if implicit is None else _implicit_id(source_id), [])
+    return holders
 
 
 # --------------------------------------------------------------------------- record
 
 
-def _record(cid: str, events: list[_Event]) -> Record | None:
+def _applied(cid: str, events: list[_Event]) -> list[_Event]:
+    """The customer's events that count: not erases, dated after its latest erase."""
     erase_times = [e.time_us for e in events if e.type == ERASE and e.subject == cid]
     watermark = max(erase_times, default=None)
-    applied = [
-        e for e in events if e.type != ERASE and (watermark is None or e.time_us > watermark)
-    ]
+    return [e for e in events if e.type != ERASE and (watermark is None or e.time_us > watermark)]
+
+
+def _record(cid: str, events: list[_Event], joined: list[_Event] | None = None) -> Record | None:
+    """The record of `cid`'s events, and of the `joined` ones of an implicit customer it
+    holds the source_id of (those count as its own; its erases do not touch them)."""
+    applied = _applied(cid, events)
+    ids = {cid}
+    if joined:
+        applied += [e for e in joined if e not in applied]
+        ids |= {e.subject for e in joined}
     if not applied:
         return None
 
     rec: Record = {"id": cid, "object": "customer"}
-    rec.update(_profile(applied))
+    rec.update(_profile(ids, applied))
     rec["system_metadata"] = {}
 
     orders = _orders(applied)
     rec["summary"] = {"redemptions": _redemptions(applied), "orders": orders}
     rec["loyalty"] = _loyalty(cid, applied)
-    rec["referrals"] = _referrals(cid, applied)
+    rec["referrals"] = _referrals(ids, applied)
 
     rec["created_at"] = format_time(min(e.time_us for e in applied))
     rec["updated_at"] = format_time(max(e.time_us for e in applied))
@@ -265,12 +342,15 @@ def _profile_writes(profile: list[_Event], field: str) -> Iterator[tuple[Stamp, 
             yield e.stamp, value
 
 
-def _profile(applied: list[_Event]) -> Record:
+def _profile(ids: set[str], applied: list[_Event]) -> Record:
     profile = [e for e in applied if e.type in PROFILE_EVENT_TYPES]
     out: Record = {}
 
     for field in SIMPLE_PROFILE_FIELDS:
-        win = _winner(_profile_writes(profile, field))
+        writes = list(_profile_writes(profile, field))
+        if field == "source_id":  # an event naming the customer by it alone sets it too
+            writes += [(e.stamp, e.named_by) for e in applied if e.named_by and e.subject in ids]
+        win = _winner(writes)
         if win is not None and win[1] is not None:
             out[field] = win[1]
 
@@ -504,10 +584,10 @@ def _loyalty(cid: str, applied: list[_Event]) -> Record:
     }
 
 
-def _referrals(cid: str, applied: list[_Event]) -> Record:
+def _referrals(ids: set[str], applied: list[_Event]) -> Record:
     by_campaign: dict[str, list[_Event]] = defaultdict(list)
     for e in applied:
-        if e.type == REFERRAL and e.subject == cid:
+        if e.type == REFERRAL and e.subject in ids:
             by_campaign[e.data["campaign_id"]].append(e)
     entries: list[tuple[int, str, Record]] = []
     for campaign, evs in by_campaign.items():

@@ -9,7 +9,7 @@ from redis.asyncio import RedisCluster
 from redis.crc import key_slot
 
 from tests.conftest import isolated_settings, topics_of
-from tests.reference import reference_records
+from tests.reference import reference_holders, reference_records
 from tests.support.bus import Bus
 from tests.support.generate import Generator
 from tests.support.redis_cluster import redis_cluster
@@ -39,11 +39,16 @@ async def test_two_worker_processes_on_a_redis_cluster(
     stack: Services, cluster_url: str, tmp_path: Path
 ) -> None:
     """The end-to-end workload, two `customer-worker run` processes in one group, the
-    store on three masters: every record exact, customers spread over all three."""
+    store on three masters: every record exact, customers spread over all three; with
+    events naming customers by `source_id`, whose index lives in other slots than the
+    customers claiming them: every holder as the reference says."""
     settings = isolated_settings(stack, redis_url=cluster_url, redis_cluster=True)
     customers = [f"cl-{n}" for n in range(40)] + TRICKY_IDS
-    events = Generator(random.Random(5), customers, erases=True).events(1200)
+    source_ids = [f"crm-{n}" for n in range(12)] + ["ann@example.com", "{tag}"]
+    events = Generator(random.Random(5), customers, source_ids=source_ids).events(1200)
     expected = reference_records(events)
+    holders = reference_holders(events)
+    assert sum(1 for holder, _ in holders.values() if holder in customers) >= 3
     async with (
         topics_of(settings),
         Bus(settings.kafka_bootstrap_servers, settings.topics) as bus,
@@ -74,5 +79,15 @@ async def test_two_worker_processes_on_a_redis_cluster(
             assert render(customer, await store.state(customer)) == record, customer
             spread.add(client.get_node_from_key(layout.record(customer)).port)
         assert len(spread) == 3  # the customers really are spread over the three masters
+        elsewhere = 0
+        for source_id, (holder, conflicting) in holders.items():
+            holding = await store.index.holding(source_id)
+            assert (holding.holder, holding.conflicting) == (holder, conflicting), source_id
+            index_key = layout.source_index(holding.implicit_id)
+            if holder is not None and key_slot(index_key.encode()) != key_slot(
+                layout.record(holder).encode()
+            ):
+                elsewhere += 1
+        assert elsewhere >= 3  # claims really cross slots
     finally:
         await client.aclose()

@@ -4,7 +4,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,6 +26,7 @@ from worker.rejection import Rejection
 from worker.schemas import export
 from worker.settings import Settings
 from worker.store.customer_store import CustomerStore
+from worker.store.source_index import Holding
 from worker.topics import contract_topics, ensure_topics
 
 T = TypeVar("T")
@@ -41,6 +42,8 @@ schema_cli = typer.Typer(help="JSON Schemas and the AsyncAPI document.", no_args
 cli.add_typer(schema_cli, name="schema")
 dlq_cli = typer.Typer(help="Dead-letter topics: inspect and replay.", no_args_is_help=True)
 cli.add_typer(dlq_cli, name="dlq")
+identity_cli = typer.Typer(help="Who holds a source_id.", no_args_is_help=True)
+cli.add_typer(identity_cli, name="identity")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -109,7 +112,8 @@ def send(
         typer.FileText, typer.Argument(help="A JSON event (CloudEvent of the contract), or -.")
     ] = sys.stdin,  # type: ignore[assignment]
 ) -> None:
-    """Validate one event and produce it to its input topic, keyed by its subject."""
+    """Validate one event and produce it to its input topic, keyed by its subject (by its
+    `sourceid` when it has none)."""
     settings = Settings()
     raw = file.read().encode()
     inputs = settings.topics.inputs
@@ -129,12 +133,14 @@ def send(
         producer = AIOKafkaProducer(**kafka_options(settings), acks="all")
         await producer.start()
         try:
-            await producer.send_and_wait(topic, raw, key=decoded.subject.encode())
+            key = decoded.subject if decoded.subject is not None else decoded.sourceid
+            assert key is not None
+            await producer.send_and_wait(topic, raw, key=key.encode())
         finally:
             await producer.stop()
 
     _run_kafka(settings, produce())
-    typer.echo(f"sent {decoded.type} {decoded.id} for {decoded.subject} to {topic}")
+    typer.echo(f"sent {decoded.type} {decoded.id} for {decoded.customer_id} to {topic}")
 
 
 @cli.command()
@@ -174,27 +180,75 @@ def tail(
 
 
 @cli.command()
-def get(customer_id: Annotated[str, typer.Argument(help="The customer id.")]) -> None:
+def get(
+    customer_id: Annotated[
+        str | None, typer.Argument(help="The customer id (or give --source-id).")
+    ] = None,
+    source_id: Annotated[
+        str | None, typer.Option(help="Name the customer by its source_id instead.")
+    ] = None,
+) -> None:
     """Print the stored record of a customer as JSON, with its version."""
     settings = Settings()
+    if (customer_id is None) == (source_id is None):
+        raise _fail("name the customer by its id or by --source-id (one of the two)")
 
-    async def read() -> tuple[int, dict[str, str]]:
+    async def read(store: CustomerStore) -> tuple[str | None, dict[str, str]]:
+        wanted = customer_id
+        if source_id is not None:
+            wanted = (await store.index.holding(source_id)).holder
+            if wanted is None:
+                return None, {}
+        assert wanted is not None
+        return wanted, await store.state(wanted)
+
+    found, state = _run_redis(settings, read)
+    if found is None:
+        raise _fail("no customer holds that source_id")
+    version = int(state.get("v", 0))
+    record = render(found, state)
+    if record is None:
+        raise _fail(f"no record for {found!r}" + (" (erased)" if version else ""))
+    typer.echo(json.dumps({"version": version, "customer": record}, indent=2))
+
+
+@identity_cli.command("show")
+def identity_show(source_id: Annotated[str, typer.Argument(help="The source_id.")]) -> None:
+    """Print who holds a source_id, every claim on it and any conflict, as JSON."""
+    settings = Settings()
+
+    async def read(store: CustomerStore) -> Holding:
+        return await store.index.holding(source_id)
+
+    holding = _run_redis(settings, read)
+    shown = {
+        "source_id": holding.source_id,
+        "holder": holding.holder,
+        "implicit_id": holding.implicit_id,
+        "implicit_record": holding.implicit_exists,
+        "claims": [
+            {"customer_id": c.customer_id, "stamp": c.stamp, "valid": c.valid}
+            for c in holding.claims
+        ],
+        "conflict": holding.conflicting,
+    }
+    typer.echo(json.dumps(shown, indent=2))
+
+
+def _run_redis(settings: Settings, action: Callable[[CustomerStore], Awaitable[T]]) -> T:
+    """Run a read against the store, turning an unreachable Redis into a clear exit."""
+
+    async def run() -> T:
         redis = connect_redis(settings)
         try:
-            store = CustomerStore(redis, settings.key_prefix)
-            state = await store.state(customer_id)
-            return int(state.get("v", 0)), state
+            return await action(CustomerStore(redis, settings.key_prefix))
         finally:
             await redis.aclose()
 
     try:
-        version, state = asyncio.run(read())
+        return asyncio.run(run())
     except RedisConnectionError as error:
         raise _fail(f"Redis is unreachable: {error}") from None
-    record = render(customer_id, state)
-    if record is None:
-        raise _fail(f"no record for {customer_id!r}" + (" (erased)" if version else ""))
-    typer.echo(json.dumps({"version": version, "customer": record}, indent=2))
 
 
 def _dlq_topic(settings: Settings, topic: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.envelope import Envelope
+from contracts.envelope import NO_CUSTOMER, Envelope
 from contracts.events import INPUT_TOPICS, AnyInputEvent
 from contracts.versions import SCHEMA_VERSIONS, accepts
 from worker.limits import LimitCheck
@@ -71,7 +71,9 @@ def _classify(value: bytes, error: ValidationError) -> Rejection:
     # Past the discriminator, the location starts with the event type; a location of the
     # type alone is a whole-event rule (such as no self-referral).
     envelope_issue = any(
-        len(issue["loc"]) > 1 and issue["loc"][1] in _ENVELOPE_FIELDS for issue in issues
+        (len(issue["loc"]) > 1 and issue["loc"][1] in _ENVELOPE_FIELDS)
+        or issue["type"] == NO_CUSTOMER
+        for issue in issues
     )
     return Rejection("InvalidEnvelope" if envelope_issue else "SchemaViolation", _describe(issues))
 

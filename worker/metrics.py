@@ -73,6 +73,12 @@ class Metrics:
             "Estimated memory the record cache holds (bounded by CW_RECORD_CACHE_MIB).",
             registry=r,
         )
+        self.identity_conflicts = Counter(
+            "customer_worker_identity_conflicts",
+            "Claims on a source_id another customer holds (IdentityConflict; see "
+            "`customer-worker identity show`).",
+            registry=r,
+        )
         self.ready = Gauge(
             "customer_worker_ready", "1 when /readyz reports ready, else 0.", registry=r
         )

@@ -28,6 +28,7 @@ from contracts.loyalty import ReferralCompleted
 from worker.domain.clock import format_time
 from worker.domain.fields import visible_fields
 from worker.domain.fold import Commit, CustomerState, Folded, FoldLimits, fold
+from worker.domain.identity import IdentityChange, identity_change
 from worker.domain.record import RenderedRecord
 from worker.domain.steps import Step, referrer_step_of, step_of
 from worker.intake import Intake
@@ -138,6 +139,7 @@ class BatchPipeline:
         trace = self._tracing.begin(records, plan.links, started_ns)
         try:
             done, rejected = await self._apply(list(plan.work.values()), trace)
+            await self._identities(done)
             now = format_time(datetime.now(UTC))
             context = None
             if trace is not None:
@@ -343,6 +345,43 @@ class BatchPipeline:
             with trace.commit():
                 return await self._store.commit(commits)
 
+    async def _identities(self, done: list[_Work]) -> None:
+        """Tell the source_id index what the written folds claim and release (after the
+        records: see `worker.store.source_index` for why a crash in between is safe)."""
+        changes = []
+        for item in done:
+            assert item.folded is not None
+            change = identity_change(item.state, item.folded)
+            if change is not None:
+                changes.append(change)
+        if changes:
+            await self._retrier.run("redis", partial(self._claim, changes))
+
+    async def _claim(self, changes: list[IdentityChange]) -> None:
+        """Write the claims and releases; a `source_id` claimed by more than one customer
+        has its claims checked: left-over ones are purged, valid ones surfaced as an
+        IdentityConflict (never merged; the earliest claim holds it)."""
+        index = self._store.index
+        claimed = await index.update(changes)
+        for source_id, claims in claimed.items():
+            if len(claims) < 2:
+                continue
+            holding = await index.holding(source_id, claims)
+            await index.purge(holding)
+            if holding.conflicting:
+                self._metrics.identity_conflicts.inc()
+                log.warning(
+                    "IdentityConflict: a source_id is claimed by %d customers; %s holds it",
+                    len(holding.conflicting) + 1,
+                    holding.holder,
+                    extra={
+                        "error_class": "IdentityConflict",
+                        "holder": holding.holder,
+                        "conflicting": holding.conflicting,
+                        "implicit_id": holding.implicit_id,
+                    },
+                )
+
     async def _logs(self, work: list[_Work]) -> dict[str, list[tuple[int, bytes]]]:
         """The replay logs of the customers with an erase among their steps."""
         erasing = [item.customer_id for item in work if any(step.erases for step in item.steps)]
@@ -447,7 +486,7 @@ def _event_fields(record: InputRecord, event: AnyInputEvent) -> dict[str, object
     return {
         "event_id": event.id,
         "event_type": event.type,
-        "subject": event.subject,
+        "subject": event.customer_id,
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,

@@ -24,8 +24,9 @@ from tests.faults.report import record, summary
 from tests.faults.stack import PrivateStack
 from tests.faults.verdict import DeadLetter, Published, Verdict, judge
 from tests.faults.workload import Message, Workload, build_workload
-from tests.reference import reference_records
+from tests.reference import reference_holders, reference_records
 from tests.support.bus import partitions
+from tests.support.generate import customers_of
 from tests.support.services import prefixed_topics
 from tests.support.worker_process import WorkerProcess
 from worker.domain import fields
@@ -242,12 +243,17 @@ class Scene:
     async def judge(self) -> Verdict:
         """The scenario's verdict against the reference fold."""
         dead = [DeadLetter(r.topic, r.key, r.value, tuple(r.headers)) for r in self.output.dead]
+        holders = {}
+        for source_id in self.workload.source_ids:
+            holding = await self.store.index.holding(source_id)
+            holders[source_id] = (holding.holder, holding.conflicting)
         return judge(
             reference_records(self.workload.events),
             await self.stored(),
             self.published(),
             dead,
             self.expected_dead(),
+            (reference_holders(self.workload.events), holders),
         )
 
     def logs(self) -> str:
@@ -338,16 +344,15 @@ async def play(
             for line in verdict.publication[:3]:
                 customer = line.split(":", 1)[0]
                 keys = KeyLayout(scene.key_prefix)
-                markers = await scene.redis.zrange(keys.markers(customer), 0, -1, withscores=True)
                 state = await scene.redis.hgetall(keys.record(customer))
-                print(f"{customer}: v={state.get('v')} pv={state.get('pv')} markers={markers}")
-                print("  state:", {k: v for k, v in state.items() if not k.startswith("@")})
+                print(f"{customer}: v={state.get('v')} pv={state.get('pv')}")
+                print("  state:", {k: v for k, v in state.items() if k[0] not in "@#"})
                 log = await scene.redis.zrange(keys.replay_log(customer), 0, -1, withscores=True)
                 print("  log:", [(json.loads(m)["m"], t) for m, t in log])
                 mine = [
                     (e["id"], e["source"], e["type"], e["time"])
                     for e in scene.workload.events
-                    if customer in (e["subject"], (e.get("data") or {}).get("referrer_id"))
+                    if customer in customers_of(e)
                 ]
                 print("  events:", mine)
     return verdict

@@ -10,7 +10,7 @@ import pytest
 from tests.faults.scenario import Fault, Plan, play
 from tests.faults.stack import PrivateStack
 from tests.faults.workload import Message, Workload, build_workload, good
-from tests.support.generate import Event
+from tests.support.generate import Event, customer_of
 
 pytestmark = pytest.mark.faults
 
@@ -32,11 +32,11 @@ class Control(Fault):
 
 
 def _points_events(workload: Workload) -> list[Event]:
-    erased = {e["subject"] for e in workload.events if e["type"] == "customer.erase"}
+    erased = {customer_of(e) for e in workload.events if e["type"] == "customer.erase"}
     return [
         e
         for e in workload.events
-        if e["type"] == "loyalty.points.added" and e["subject"] not in erased
+        if e["type"] == "loyalty.points.added" and customer_of(e) not in erased
     ]
 
 
@@ -44,7 +44,7 @@ def plant(workload: Workload) -> tuple[Workload, Planted]:
     """The workload with the defects planted in what is sent, but not in the expectation."""
     candidates = _points_events(workload)
     lost = candidates[0]
-    doubled = next(e for e in candidates if e["subject"] != lost["subject"])
+    doubled = next(e for e in candidates if customer_of(e) != customer_of(lost))
     twin = dict(doubled, id=doubled["id"] + "-twin")
     poison = workload.poison[0]
     stray = Message(poison.topic_field, b"stray", b"\xffstray", (), poison.error_class)
@@ -55,6 +55,7 @@ def plant(workload: Workload) -> tuple[Workload, Planted]:
         workload.events,
         [*(m for m in workload.messages if m.value != dropped), good(twin), stray],
         [*workload.poison, missing],
+        workload.source_ids,
     )
     return sent, Planted(lost, doubled, stray, missing)
 
@@ -70,7 +71,7 @@ async def test_checks_catch_planted_defects(fault_stack: PrivateStack, tmp_path:
 
     lost_points = planted.lost["data"]["points"]
     doubled_points = planted.doubled["data"]["points"]
-    assert set(verdict.mismatched) == {planted.lost["subject"], planted.doubled["subject"]}
+    assert set(verdict.mismatched) == {customer_of(planted.lost), customer_of(planted.doubled)}
     assert verdict.counters["loyalty.points"] == [lost_points, doubled_points]
     assert (verdict.lost, verdict.double_counted) == (lost_points, doubled_points)
     assert len(verdict.dead_letters) == 2, verdict.dead_letters

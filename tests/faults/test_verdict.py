@@ -156,3 +156,22 @@ def test_a_dead_letter_delivered_twice_is_tolerated() -> None:
     verdict = world.judge()
     assert verdict.ok
     assert verdict.dlq == 2
+
+
+@pytest.mark.parametrize(
+    "found",
+    [{"crm-1": ("c2", ["c1"])}, {"crm-1": ("c1", [])}, {}],
+    ids=["wrong holder", "conflict unseen", "nobody"],
+)
+def test_a_wrong_source_id_holder_is_caught(found: dict[str, Any]) -> None:
+    world = World()
+    holders = ({"crm-1": ("c1", ["c2"])}, found)
+    verdict = judge(
+        world.expected, world.stored, world.published, world.dead, world.expected_dead, holders
+    )
+    assert not verdict.ok
+    assert verdict.identity == [f"crm-1: held by {found.get('crm-1')}, expected ('c1', ['c2'])"]
+    right = ({"crm-1": ("c1", ["c2"])}, {"crm-1": ("c1", ["c2"])})
+    assert judge(
+        world.expected, world.stored, world.published, world.dead, world.expected_dead, right
+    ).ok

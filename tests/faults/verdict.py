@@ -95,6 +95,10 @@ class DeadLetter:
         return next((v.decode() for k, v in self.headers if k == name), None)
 
 
+#: Who holds a source_id, and the customers whose claims on it conflict.
+Holders = tuple[str | None, list[str]]
+
+
 @dataclass
 class Verdict:
     """Findings of one scenario; empty findings mean every promise held."""
@@ -104,6 +108,7 @@ class Verdict:
     publication: list[str] = field(default_factory=list)
     ordering: list[str] = field(default_factory=list)
     dead_letters: list[str] = field(default_factory=list)
+    identity: list[str] = field(default_factory=list)
     counters: dict[str, list[int]] = field(default_factory=dict)
     dlq: int = 0
     expected_dlq: int = 0
@@ -122,7 +127,10 @@ class Verdict:
     @property
     def ok(self) -> bool:
         """Whether nothing was found."""
-        return not (self.mismatched or self.publication or self.ordering or self.dead_letters)
+        return (
+            not (self.mismatched or self.publication or self.ordering or self.dead_letters)
+            and not self.identity
+        )
 
     def report(self) -> str:
         """What went wrong, with the first few cases of each kind."""
@@ -137,6 +145,7 @@ class Verdict:
             ("publication", self.publication),
             ("ordering", self.ordering),
             ("dead letters", self.dead_letters),
+            ("source_id holder", self.identity),
         ):
             if found:
                 lines.append(f"{len(found)} {title} problems:")
@@ -263,10 +272,12 @@ def judge(
     published: Mapping[str, list[Published]],
     dead: list[DeadLetter],
     expected_dead: list[DeadLetter],
+    holders: tuple[Mapping[str, Holders], Mapping[str, Holders]] = ({}, {}),
 ) -> Verdict:
     """Compare what the worker left (`stored`: version and rendered record of every customer
     of the workload; `published`: its `customer.updated` records in log order; `dead`: the
-    DLQ topics) with the reference (`expected`) and the poison that was sent."""
+    DLQ topics; `holders`: who holds each source_id, expected and found) with the reference
+    (`expected`) and the poison that was sent."""
     verdict = Verdict(customers=len(stored), dlq=len(dead), expected_dlq=len(expected_dead))
     unknown = sorted(set(expected) - set(stored))
     verdict.publication += [f"{c}: has events but was not inspected" for c in unknown]
@@ -274,4 +285,10 @@ def judge(
     _check_publication(verdict, stored, published)
     _check_ordering(verdict, published)
     _check_dead_letters(verdict, dead, expected_dead)
+    wanted, found = holders
+    verdict.identity += [
+        f"{source_id}: held by {found.get(source_id)}, expected {want}"
+        for source_id, want in wanted.items()
+        if found.get(source_id, (None, [])) != want
+    ]
     return verdict

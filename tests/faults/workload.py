@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.identity import implicit_customer_id
 from tests.support.events import topic_field
 from tests.support.generate import Event, Generator, delivery_order
 
@@ -48,6 +49,7 @@ class Workload:
     events: list[Event]
     messages: list[Message]
     poison: list[Message]
+    source_ids: tuple[str, ...] = ()
 
     @property
     def deliveries(self) -> int:
@@ -56,10 +58,10 @@ class Workload:
 
 
 def good(event: Event) -> Message:
-    """An event as its producer sends it: JSON, keyed by the customer id."""
-    return Message(
-        topic_field(event["type"]), event["subject"].encode(), json.dumps(event).encode()
-    )
+    """An event as its producer sends it: JSON, keyed by the customer id (by the
+    `sourceid` when it names the customer by that alone)."""
+    key = event.get("subject") or event["sourceid"]
+    return Message(topic_field(event["type"]), key.encode(), json.dumps(event).encode())
 
 
 def poison_messages(rng: random.Random, customers: list[str], per_topic: int) -> list[Message]:
@@ -108,11 +110,15 @@ def build_workload(
     `duplicates`, with poison scattered through."""
     rng = random.Random(seed)
     ids = [f"cust-{n:04d}" for n in range(customers)]
-    distinct = Generator(rng, ids, span_seconds=120, erases=True).events(events)
+    # A source_id per ten customers: claimed by profiles, conflicting, naming events alone.
+    source_ids = tuple(f"crm-{n:04d}" for n in range(max(1, customers // 10)))
+    generator = Generator(rng, ids, span_seconds=120, source_ids=list(source_ids))
+    distinct = generator.events(events)
     # A constant clock dates nothing after an erase: `delivery_order` then shuffles freely.
     order = delivery_order(rng, distinct, duplicates, lambda _: 0)
     messages = [good(event) for event in order]
     poison = poison_messages(rng, ids, poison_per_topic)
     for message in poison:
         messages.insert(rng.randrange(len(messages) + 1), message)
-    return Workload(ids, distinct, messages, poison)
+    implicit = [implicit_customer_id(source_id) for source_id in source_ids]
+    return Workload(ids + implicit, distinct, messages, poison, source_ids)

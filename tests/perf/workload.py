@@ -10,7 +10,10 @@ provoke conflicts in small property tests, so three things are changed here:
   sends them, instead of uniformly over a span (which would make most profile updates lose
   to an already applied later one);
 * a referrer is drawn from the subject's community of `COMMUNITY` customers: the generator
-  scans its whole customer list per referral, which is O(customers) per event.
+  scans its whole customer list per referral, which is O(customers) per event;
+* every customer has a `source_id` of its own (`crm-<index>`): a share of profile updates
+  claims it (the worker then writes the source_id index) and `SOURCE_ID_SHARE` of all
+  events name their customer by it alone (they go to its implicit customer).
 """
 
 import heapq
@@ -27,6 +30,10 @@ from worker.settings import Topics
 
 #: Customers among whom referrals happen (one "community").
 COMMUNITY = 64
+#: Events that name their customer by `sourceid` alone.
+SOURCE_ID_SHARE = 0.10
+#: Profile updates that carry the customer's `source_id` (a claim).
+CLAIM_SHARE = 0.3
 #: Most an event's time lags behind the clock.
 LATENESS_SECONDS = 60
 #: A duplicate is sent again within this many records after the original (a producer retry
@@ -77,6 +84,12 @@ class Upstream(Generator):
         self.customers = community if len(community) > 1 else self._everyone[:COMMUNITY]
         event = self.any_event(self._everyone[index])
         event["id"] = f"{self._id_prefix}{sequence}"
+        source_id = f"crm-{index:07d}"
+        if event["type"] in ("customer.create", "customer.update"):
+            if self.rng.random() < CLAIM_SHARE:
+                event["data"]["source_id"] = source_id
+        if self.rng.random() < SOURCE_ID_SHARE:
+            self.name_by_source_id(event, source_id)
         return event
 
 
@@ -129,4 +142,5 @@ class Workload:
         event = self._upstream.next_event(sequence, self._clock(sequence))
         value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         topic = self._topic_of[TOPIC_OF_TYPE[event["type"]]]
-        return Message(topic, event["subject"].encode(), value, event["id"])
+        key = event.get("subject") or event["sourceid"]
+        return Message(topic, key.encode(), value, event["id"])

@@ -154,7 +154,7 @@ class Bus:
             await self.send_raw(
                 self.topic_of(event),
                 json.dumps(event).encode(),
-                key=event["subject"].encode(),
+                key=(event.get("subject") or event["sourceid"]).encode(),
                 partition=partition,
             )
 

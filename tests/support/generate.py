@@ -10,6 +10,8 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contracts.identity import implicit_customer_id
+
 Event = dict[str, Any]
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
@@ -25,12 +27,15 @@ class Generator:
         span_seconds: int = 30,
         erases: bool = True,
         erase_weight: int = 2,
+        source_ids: list[str] | None = None,
     ) -> None:
         self.rng = rng
         self.customers = customers
         self.span = span_seconds
         self.erases = erases
         self.erase_weight = erase_weight
+        # With source ids: profiles claim them, and some events name their customer by one.
+        self.source_ids = source_ids or []
         self._ids = 0
 
     # -- scalars -------------------------------------------------------------------------
@@ -87,6 +92,8 @@ class Generator:
             "house_account_balance": lambda: self._pick(-50, 0, 300),
             "customer_group": lambda: self._pick("g1", None),
         }
+        if self.source_ids:
+            fields["source_id"] = lambda: self._pick(*self.source_ids, None)
         chosen = self.rng.sample(sorted(fields), self.rng.randrange(1, 5))
         profile = {name: fields[name]() for name in chosen}
         if "birthdate" in profile and self.rng.random() < 0.3:
@@ -174,15 +181,32 @@ class Generator:
         unique: dict[tuple[str, str], Event] = {}
         for _ in range(count):
             event = self.any_event(self.rng.choice(self.customers))
+            if self.source_ids and self.rng.random() < 0.25:
+                self.name_by_source_id(event, self.rng.choice(self.source_ids))
             unique.setdefault((event["source"], event["id"]), event)
         return list(unique.values())
+
+    @staticmethod
+    def name_by_source_id(event: Event, source_id: str) -> None:
+        """Name the event's customer by `sourceid` alone (a profile then keeps it)."""
+        del event["subject"]
+        event["sourceid"] = source_id
+        data = event.get("data")
+        if event["type"] in ("customer.create", "customer.update") and "source_id" in data:
+            data["source_id"] = source_id
+
+
+def customer_of(event: Event) -> str:
+    """The id of the customer an event names (by `subject`, or its implicit customer)."""
+    subject = event.get("subject")
+    return subject if subject is not None else implicit_customer_id(event["sourceid"])
 
 
 def customers_of(event: Event) -> list[str]:
     """The customers an event changes (a referral changes both sides)."""
     if event["type"] == "referral.completed":
-        return [event["subject"], event["data"]["referrer_id"]]
-    return [event["subject"]]
+        return [customer_of(event), event["data"]["referrer_id"]]
+    return [customer_of(event)]
 
 
 def delivery_order(
@@ -196,7 +220,7 @@ def delivery_order(
     erases: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for index, event in enumerate(order):
         if event["type"] == "customer.erase":
-            erases[event["subject"]].append((parse_us(event["time"]), index))
+            erases[customer_of(event)].append((parse_us(event["time"]), index))
 
     def blockers(event: Event) -> set[int]:
         if event["type"] == "customer.erase":

@@ -112,7 +112,7 @@ class Harness:
             else:
                 value, key, where = (
                     json.dumps(item).encode(),
-                    item["subject"].encode(),
+                    str(item.get("subject") or item.get("sourceid")).encode(),
                     topic_of(item),
                 )
             records.append(FakeRecord(where, 0, self._offset, key, value))

@@ -14,6 +14,7 @@ ERASED_UNTIL = "er"
 MARKER_SEQUENCE = "mq"  # markers written so far (their order, for eviction)
 LAYOUT = "lv"  # "2"; layout 1 kept orders, contributions, balances and markers apart
 LOG_EVICTED_UNTIL = "lx"  # an upper bound of the latest time evicted from the replay log
+PREVIOUS_SOURCE_ID = "sp"  # the source_id (JSON) before its latest change: to release it
 #: Bookkeeping of layout 1 that layout 2 does not keep (removed by the migration).
 LEGACY_BOOKKEEPING = frozenset({"dn", "ln", "lo"})
 
@@ -26,6 +27,7 @@ BOOKKEEPING = frozenset(
         MARKER_SEQUENCE,
         LAYOUT,
         LOG_EVICTED_UNTIL,
+        PREVIOUS_SOURCE_ID,
         *LEGACY_BOOKKEEPING,
     }
 )
@@ -43,6 +45,7 @@ UPDATED_AT = "ua"
 
 # Registers whose value is JSON text.
 PROFILE = "p:"  # + profile field name; address sub-fields as "address.<sub>"
+SOURCE_ID = PROFILE + "source_id"  # its holder is in the source_id index (worker.identity)
 METADATA = "m:"  # + metadata key
 METADATA_CLEARED = "metadata.cleared"  # stamp-only register of `metadata: null`
 DELETED_AT = "deleted_at"

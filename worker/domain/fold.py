@@ -427,7 +427,40 @@ class _Fold:
             order["d"], order["dt"], order["dm"] = created, self.ts, self.m
         if "t" not in order or self.later_than(int(order["t"]), order["m"]):
             order["s"], order["a"], order["t"], order["m"] = status, amount, self.ts, self.m
-        self.assign(name, orjson.dumps(order).decode())
+        self.settle_order(order_id, order, was_counted, old_amount, old_date)
+
+    def op_M(self, op: Sequence[Any]) -> None:
+        """Merge another record's state of an order (see `replay`): each part is taken
+        if it is the later, the first time is the earlier."""
+        order_id, other = op[1], op[2]
+        name = f.ORDER + order_id
+        raw = self.fields.get(name)
+        if raw is None:
+            self.settle_order(order_id, dict(other), False, "0", "")
+            return
+        order = orjson.loads(raw)
+        was_counted, old_amount, old_date = order["s"] in _COUNTED, order["a"], _order_date(order)
+        if int(other["f"]) < int(order["f"]):
+            order["f"] = other["f"]
+        for part in (("d", "dt", "dm"), ("s", "a", "t", "m")):
+            stamp, marker = part[-2], part[-1]
+            if stamp in other and (
+                stamp not in order
+                or (int(other[stamp]), other[marker]) > (int(order[stamp]), order[marker])
+            ):
+                order.update({key: other[key] for key in part})
+        self.settle_order(order_id, order, was_counted, old_amount, old_date)
+
+    def settle_order(
+        self,
+        order_id: str,
+        order: dict[str, str],
+        was_counted: bool,
+        old_amount: str,
+        old_date: str,
+    ) -> None:
+        """Store an order's new state and move the order summary accordingly."""
+        self.assign(f.ORDER + order_id, orjson.dumps(order).decode())
         counted, date = order["s"] in _COUNTED, _order_date(order)
         self.add(
             f.ORDERS_TOTAL_AMOUNT,
@@ -522,7 +555,29 @@ _PRIMITIVES: dict[str, Callable[[_Fold, Sequence[Any]], None]] = {
     "A": _Fold.op_A,
     "K": _Fold.op_K,
     "O": _Fold.op_O,
+    "M": _Fold.op_M,
 }
+
+
+def replay(
+    fields: dict[str, str], items: Iterable[tuple[int, str, Sequence[Sequence[Any]]]]
+) -> None:
+    """Apply primitive operations to `fields` in place, each list at its stamp (micros,
+    marker), as events would be but with no caps, markers or bookkeeping: for a view of
+    two customers' states together (`worker.domain.merge`). A sum leaving the exact
+    range raises `ValueError`."""
+    w = _Fold(CustomerState("", fields), _UNBOUNDED, None)
+    for micros, marker, ops in items:
+        w.ts, w.t, w.m = str(micros), micros, marker
+        w.touch()
+        try:
+            for op in ops:
+                _PRIMITIVES[op[0]](w, op)
+        except _Refused as refused:
+            raise ValueError("a merged sum leaves the exact range") from refused
+
+
+_UNBOUNDED: Final = FoldLimits(max_fields=2**62, max_bytes=2**62)
 
 
 def _marker_version(raw: str) -> int:
@@ -628,6 +683,9 @@ def _fold(
     if erase_cut is not None:
         log = [entry for entry in log if entry[0] > erase_cut]
     fields = w.fields
+    previous = w.before.get(f.SOURCE_ID)
+    if previous is not None and previous != fields.get(f.SOURCE_ID):
+        w.book(f.PREVIOUS_SOURCE_ID, previous)  # to release it again after a crash
     age_cut, trim, log = _bound_log(w, state, limits, log)
     commit = None
     written = [name for name, old in w.before.items() if old != fields.get(name)]

@@ -156,14 +156,18 @@ _REDEMPTION_OUTCOMES: dict[str, tuple[str, int]] = {
 }
 
 
+#: The sum of each kind of card's balances, by the prefix of its registers.
+CARD_TOTALS = {f.GIFT_CARD: f.GIFT_TO_GO, f.LOYALTY_CARD: f.CARD_TO_GO}
+#: Counters moved by `A` operations only (names, or prefixes ending in ':').
+SUMMED = (f.LOYALTY_POINTS, f.CAMPAIGN_POINTS)
+
+
 def _balance_op(kind: str, code: str | None, balance: int | None) -> list[Op]:
     """A card's balance, when the event names the card and carries its balance."""
     if code is None or balance is None:
         return []
-    register, total = (
-        (f.GIFT_CARD, f.GIFT_TO_GO) if kind == "gift" else (f.LOYALTY_CARD, f.CARD_TO_GO)
-    )
-    return [["B", register + code, str(balance), total]]
+    register = f.GIFT_CARD if kind == "gift" else f.LOYALTY_CARD
+    return [["B", register + code, str(balance), CARD_TOTALS[register]]]
 
 
 def _redemption(event: RedemptionSucceeded) -> list[Op]:
@@ -214,9 +218,15 @@ def _referee(event: ReferralCompleted) -> list[Op]:
     return [["K", key, f.REFERRAL + data.campaign_id, _json(entry), f.REFERRALS_TOTAL, "1"]]
 
 
+def contribution_field(key: str) -> str | None:
+    """The visible field a natural key's contribution sets (a referee's referral entry)."""
+    kind, _, campaign = key.partition("\n")
+    return f.REFERRAL + campaign if kind == "referee" else None
+
+
 def _referrer(event: ReferralCompleted) -> list[Op]:
     campaign = event.data.campaign_id
-    key = f"referrer\n{campaign}\n{event.subject}"
+    key = f"referrer\n{campaign}\n{event.customer_id}"
     return [["K", key, None, None, f.LOYALTY_REFERRED, "1", f.CAMPAIGN_REFERRED + campaign, "1"]]
 
 
@@ -242,10 +252,14 @@ _OPS: dict[str, Callable[[Any], list[Op]]] = {
 
 
 def step_of(event: AnyInputEvent) -> Step:
-    """The change an event makes to its subject (for a referral: the referee's side)."""
-    return Step(
-        event.subject, marker_of(event), to_micros(event.time), tuple(_OPS[event.type](event))
-    )
+    """The change an event makes to its customer (for a referral: the referee's side).
+    An event naming its customer by `source_id` alone also sets that `source_id` on the
+    implicit customer it creates or changes (always the same value, so the register's
+    last writer does not matter)."""
+    ops = _OPS[event.type](event)
+    if event.subject is None and not isinstance(event, CustomerErase):
+        ops.append(_set(f.SOURCE_ID, event.sourceid))
+    return Step(event.customer_id, marker_of(event), to_micros(event.time), tuple(ops))
 
 
 def referrer_step_of(event: ReferralCompleted) -> Step:

@@ -20,6 +20,7 @@ from worker.domain.fold import (
     new_write_token,
 )
 from worker.store.keys import KeyLayout
+from worker.store.source_index import SourceIndex
 
 COMMIT_SCRIPT = files("worker.store").joinpath("commit.lua").read_text(encoding="utf-8")
 
@@ -68,6 +69,7 @@ class CustomerStore:
         self._redis = redis
         self._keys = KeyLayout(key_prefix)
         self._sha: str | None = None
+        self.index = SourceIndex(redis, key_prefix)
 
     async def _load_script(self) -> str:
         self._sha = str(await self._redis.script_load(COMMIT_SCRIPT))

@@ -21,6 +21,11 @@ class KeyLayout:
         """The sorted set of recent events (step JSON -> event time)."""
         return f"{self.prefix}:{{{customer_id}}}:lg"
 
+    def source_index(self, implicit_id: str) -> str:
+        """The claims on one `source_id` (customer id -> claim stamp), in the slot of the
+        `source_id`'s implicit customer (see `worker.store.source_index`)."""
+        return f"{self.prefix}:{{{implicit_id}}}:ix"
+
     def legacy(self, customer_id: str) -> list[str]:
         """The layout 1 side keys of the customer, in LEGACY_SUFFIXES order."""
         return [f"{self.prefix}:{{{customer_id}}}:{suffix}" for suffix in LEGACY_SUFFIXES]

@@ -38,8 +38,12 @@ Simplified compared with the worker:
   contract's own validation), no conflation of updates, no `/readyz` or metrics;
 * a redelivered duplicate is dropped, never re-published; an exception in the fold stops
   the app (Quix's default `on_processing_error`) instead of dead-lettering the event;
-* input must be keyed by the customer id (`subject`): state is partition-local, so a
-  mis-keyed record is dead-lettered (`KeyMismatch`) where the worker would accept it;
+* input must be keyed by the customer id (`subject`, or `sourceid` when the event names
+  its customer by that alone): state is partition-local, so a mis-keyed record is
+  dead-lettered (`KeyMismatch`) where the worker would accept it;
+* an event naming its customer by `sourceid` alone is folded into its implicit customer
+  as the worker does, but there is no source_id index (who holds a `source_id`), and the
+  implicit record does not show its `source_id`;
 * output records carry the input record's timestamp (Quix propagates it); the
   CloudEvent `time` is the wall-clock production time.
 
@@ -123,7 +127,7 @@ def compact(event: Any) -> Event:
         "id": event.id,
         "source": event.source,
         "type": event.type,
-        "subject": event.subject,
+        "subject": event.customer_id,
         "t": to_micros(event.time),
         "data": data,
     }
@@ -143,7 +147,7 @@ def validator(
             json_error = error.errors()[0]["type"] == "json_invalid"
             kind = "InvalidJson" if json_error else "SchemaViolation"
             return {"error": kind, "message": str(error)[:1000], "raw": value}
-        if key != event.subject.encode():
+        if key != (event.subject or event.sourceid).encode():
             message = "the record's key is not its subject (state is keyed by customer id)"
             return {"error": "KeyMismatch", "message": message, "raw": value}
         return {"event": compact(event)}

@@ -1,0 +1,70 @@
+"""Who holds a `source_id`: the claims a written fold makes or withdraws, and the rule that
+picks the holder among several claims (pure, no I/O).
+
+A customer with an explicit id claims the `source_id` its record holds (the profile field,
+a last-writer-wins register); the claim's stamp is that register's stamp, the (time, id,
+source) of the event that set it. The holder is the claimant with the earliest claim stamp
+(then the smaller customer id): a fact of the set of events, whatever order they arrived
+in. Any other claimant is in conflict, which is surfaced and never merged. With no claimant,
+the `source_id` belongs to its implicit customer (`contracts.identity`).
+"""
+
+from dataclasses import dataclass
+
+import orjson
+
+from contracts.identity import is_implicit
+from worker.domain import fields as f
+from worker.domain.fold import CustomerState, Folded
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityChange:
+    """What the source_id index must learn about one customer once its fold is written:
+    the `source_id` it claims, with the claim stamp, and those it no longer claims."""
+
+    customer_id: str
+    claim: tuple[str, str] | None
+    releases: tuple[str, ...]
+
+
+def identity_change(state: CustomerState, folded: Folded) -> IdentityChange | None:
+    """The claim and releases after `folded` was written to `state`, if the index may not
+    know them yet: the `source_id` changed, or a redelivered event says that the batch
+    that changed it may have been cut short between its write and the index's (the
+    previous `source_id` is kept in the record for that, see `fields.PREVIOUS_SOURCE_ID`).
+    Implicit customers claim nothing: their `source_id` is the one their id derives from."""
+    if is_implicit(state.customer_id):
+        return None
+    stored = state.fields
+    current, previous = stored.get(f.SOURCE_ID), stored.get(f.PREVIOUS_SOURCE_ID)
+    changed = f.SOURCE_ID in folded.before and folded.before[f.SOURCE_ID] != current
+    if not changed and not ("D" in folded.letters and (current or previous)):
+        return None
+    claim = None
+    if current is not None:
+        claim = (orjson.loads(current), stored[f.STAMP + f.SOURCE_ID])
+    releases = () if previous is None or previous == current else (orjson.loads(previous),)
+    return IdentityChange(state.customer_id, claim, releases)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One customer's claim on a `source_id`, checked against its record: `valid` if the
+    record holds the `source_id` (else it is left over, and ignored), `stamp` the record's
+    stamp of it (for a left-over claim, the index's), `indexed` the index's stamp."""
+
+    customer_id: str
+    stamp: str
+    valid: bool
+    indexed: str
+
+    @property
+    def order(self) -> tuple[int, str, str]:
+        micros, _, marker = self.stamp.partition("|")
+        return int(micros), marker, self.customer_id
+
+
+def holder(claims: list[Claim]) -> Claim | None:
+    """The valid claim that holds the `source_id`: the earliest (see the module)."""
+    return min((c for c in claims if c.valid), key=lambda c: c.order, default=None)

@@ -1,0 +1,122 @@
+"""The source_id index in Redis: per `source_id`, a hash of the customers claiming it
+(customer id -> claim stamp), in the cluster slot of the `source_id`'s implicit customer.
+
+The customer's record is the truth and the index a superset of it: a claim is written
+after the record that makes it, and a release after the record that drops it, in a second
+step that is not atomic with the first (on Redis Cluster the two are in different slots).
+Every reader checks each claim against the claimant's record (`holding`), so a worker that
+dies between the two steps leaves at worst a claim missing or left over, never a wrong
+answer for long:
+- missing: the batch's offsets were not committed, so its events come again; they are
+  then duplicates of an unpublished version, and a duplicate makes the worker write the
+  record's claim and its release of the previous `source_id` (kept in the record) again;
+- left over (a claim a stale writer wrote after the record moved on, during a
+  rebalance): ignored by readers, since the claimant's record does not hold the
+  `source_id`, and deleted by the next worker that claims the same `source_id` (`purge`
+  deletes a claim only if it is still the one found invalid, so a claim made meanwhile
+  survives).
+A customer claims one `source_id` at a time, so the index is bounded by the number of
+customers with a `source_id`, whatever the number of events.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis, RedisCluster
+
+from contracts.identity import implicit_customer_id
+from worker.domain import fields as f
+from worker.domain.identity import Claim, IdentityChange, holder
+from worker.store.keys import KeyLayout
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Who holds a `source_id`: the claims on it (checked), the holder among them, and its
+    implicit customer (whose record exists when events named the `source_id` alone)."""
+
+    source_id: str
+    implicit_id: str
+    implicit_exists: bool
+    claims: list[Claim]
+
+    @property
+    def holder(self) -> str | None:
+        """The customer the `source_id` resolves to (None: nobody)."""
+        held = holder(self.claims)
+        if held is not None:
+            return held.customer_id
+        return self.implicit_id if self.implicit_exists else None
+
+    @property
+    def conflicting(self) -> list[str]:
+        """Customers whose valid claim lost to the holder's."""
+        held = holder(self.claims)
+        return [c.customer_id for c in self.claims if c.valid and c is not held]
+
+
+#: Deletes a claim if it still carries the stamp found invalid (KEYS[1] the index).
+_PURGE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+class SourceIndex:
+    """Writes claims and releases, and reads who holds a `source_id`."""
+
+    def __init__(self, redis: "Redis | RedisCluster", key_prefix: str) -> None:
+        self._redis = redis
+        self._keys = KeyLayout(key_prefix)
+        self._purge = redis.register_script(_PURGE)
+
+    def _key(self, source_id: str) -> str:
+        return self._keys.source_index(implicit_customer_id(source_id))
+
+    async def update(self, changes: Sequence[IdentityChange]) -> dict[str, dict[str, str]]:
+        """Write the changes (one pipelined round trip); returns the claims found on every
+        `source_id` claimed, by `source_id`, to tell conflicts."""
+        claimed: list[str] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for change in changes:
+                for source_id in change.releases:
+                    pipe.hdel(self._key(source_id), change.customer_id)
+                if change.claim is not None:
+                    source_id, stamp = change.claim
+                    pipe.hset(self._key(source_id), change.customer_id, stamp)
+                    pipe.hgetall(self._key(source_id))
+                    claimed.append(source_id)
+            replies: list[Any] = await pipe.execute()
+        found = [reply for reply in replies if isinstance(reply, dict)]
+        return dict(zip(claimed, found, strict=True))
+
+    async def holding(self, source_id: str, claims: dict[str, str] | None = None) -> Holding:
+        """Who holds `source_id`, every claim checked against its claimant's record
+        (`claims`: as just read, else read now)."""
+        if claims is None:
+            claims = cast("dict[str, str]", await self._redis.hgetall(self._key(source_id)))
+        implicit_id = implicit_customer_id(source_id)
+        expected = orjson.dumps(source_id).decode()
+        customers = sorted(claims)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customers:
+                pipe.hmget(self._keys.record(customer_id), [f.SOURCE_ID, f.STAMP + f.SOURCE_ID])
+            pipe.hexists(self._keys.record(implicit_id), f.CREATED_AT)  # not erased
+            *records, implicit = await pipe.execute()
+        checked = []
+        for customer_id, (value, stamp) in zip(customers, records, strict=True):
+            indexed = claims[customer_id]
+            valid = value == expected and stamp is not None
+            checked.append(Claim(customer_id, stamp if valid else indexed, valid, indexed))
+        return Holding(source_id, implicit_id, bool(implicit), checked)
+
+    async def purge(self, holding: Holding) -> None:
+        """Delete the claims found invalid, unless claimed again since they were read."""
+        for claim in holding.claims:
+            if not claim.valid:
+                key = self._key(holding.source_id)
+                await self._purge(keys=[key], args=[claim.customer_id, claim.indexed])
