@@ -11,6 +11,9 @@ from contracts.versions import schema_id
 
 UPDATED_TYPE: Final = "customer.updated"
 ERASED_TYPE: Final = "customer.erased"
+#: The tombstone of an implicit customer merged into the customer holding its source_id
+#: (header `merged_into`: that customer's id).
+MERGED_TYPE: Final = "customer.merged"
 WORKER_SOURCE: Final = "customer-worker"
 #: The `dataschema` of every `customer.updated`: this schema, versioned.
 UPDATED_SCHEMA: Final = schema_id("CustomerUpdated")

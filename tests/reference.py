@@ -287,21 +287,20 @@ def _record(cid: str, events: list[_Event], joined: list[_Event] | None = None) 
     """The record of `cid`'s events, and of the `joined` ones of an implicit customer it
     holds the source_id of (those count as its own; its erases do not touch them)."""
     applied = _applied(cid, events)
-    ids = {cid}
-    if joined:
-        applied += [e for e in joined if e not in applied]
-        ids |= {e.subject for e in joined}
+    # The events about this customer itself (not as a referrer): its own and the joined.
+    own = {e.stamp for e in applied if e.subject == cid} | {e.stamp for e in joined or ()}
+    applied += [e for e in joined or () if e not in applied]
     if not applied:
         return None
 
     rec: Record = {"id": cid, "object": "customer"}
-    rec.update(_profile(ids, applied))
+    rec.update(_profile(own, applied))
     rec["system_metadata"] = {}
 
     orders = _orders(applied)
     rec["summary"] = {"redemptions": _redemptions(applied), "orders": orders}
     rec["loyalty"] = _loyalty(cid, applied)
-    rec["referrals"] = _referrals(ids, applied)
+    rec["referrals"] = _referrals(own, applied)
 
     rec["created_at"] = format_time(min(e.time_us for e in applied))
     rec["updated_at"] = format_time(max(e.time_us for e in applied))
@@ -342,14 +341,14 @@ def _profile_writes(profile: list[_Event], field: str) -> Iterator[tuple[Stamp, 
             yield e.stamp, value
 
 
-def _profile(ids: set[str], applied: list[_Event]) -> Record:
+def _profile(own: set[Stamp], applied: list[_Event]) -> Record:
     profile = [e for e in applied if e.type in PROFILE_EVENT_TYPES]
     out: Record = {}
 
     for field in SIMPLE_PROFILE_FIELDS:
         writes = list(_profile_writes(profile, field))
         if field == "source_id":  # an event naming the customer by it alone sets it too
-            writes += [(e.stamp, e.named_by) for e in applied if e.named_by and e.subject in ids]
+            writes += [(e.stamp, e.named_by) for e in applied if e.named_by and e.stamp in own]
         win = _winner(writes)
         if win is not None and win[1] is not None:
             out[field] = win[1]
@@ -584,10 +583,10 @@ def _loyalty(cid: str, applied: list[_Event]) -> Record:
     }
 
 
-def _referrals(ids: set[str], applied: list[_Event]) -> Record:
+def _referrals(own: set[Stamp], applied: list[_Event]) -> Record:
     by_campaign: dict[str, list[_Event]] = defaultdict(list)
     for e in applied:
-        if e.type == REFERRAL and e.subject in ids:
+        if e.type == REFERRAL and e.stamp in own:
             by_campaign[e.data["campaign_id"]].append(e)
     entries: list[tuple[int, str, Record]] = []
     for campaign, evs in by_campaign.items():

@@ -39,8 +39,8 @@ async def test_incremental_output_equals_the_full_render(
     announce = pipeline._announce
     published: list[tuple[str, Any, OutMessage]] = []
 
-    def recording(item, versions, now, context=None):  # type: ignore[no-untyped-def]
-        messages = announce(item, versions, now, context)
+    def recording(item, versions, now, context=None, joined=None):  # type: ignore[no-untyped-def]
+        messages = announce(item, versions, now, context, joined)
         for snapshot, message in zip(item.folded.snapshots, messages, strict=True):
             published.append((item.customer_id, snapshot, message))
         return messages

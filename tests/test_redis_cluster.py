@@ -15,9 +15,9 @@ from tests.support.generate import Generator
 from tests.support.redis_cluster import redis_cluster
 from tests.support.services import Services
 from tests.support.worker_process import WorkerProcess
-from worker.domain.record import render
 from worker.store.customer_store import CustomerStore
 from worker.store.keys import KeyLayout
+from worker.views import customer_view
 
 TRICKY_IDS = ["plain", "with{brace", "with}brace", "{tag}", "a{b}c", "ünï-cødé", "x" * 128]
 
@@ -76,7 +76,7 @@ async def test_two_worker_processes_on_a_redis_cluster(
         layout = KeyLayout(settings.key_prefix)
         spread = set()
         for customer, record in expected.items():
-            assert render(customer, await store.state(customer)) == record, customer
+            assert (await customer_view(store, customer)).record == record, customer
             spread.add(client.get_node_from_key(layout.record(customer)).port)
         assert len(spread) == 3  # the customers really are spread over the three masters
         elsewhere = 0

@@ -20,7 +20,6 @@ from worker import logs
 from worker.app import build_app
 from worker.connections import connect_redis, kafka_options
 from worker.dead_letters import ReplayReport, TopicSnapshot, inspect, replay
-from worker.domain.record import render
 from worker.intake import Intake
 from worker.rejection import Rejection
 from worker.schemas import export
@@ -28,6 +27,7 @@ from worker.settings import Settings
 from worker.store.customer_store import CustomerStore
 from worker.store.source_index import Holding
 from worker.topics import contract_topics, ensure_topics
+from worker.views import View, customer_view
 
 T = TypeVar("T")
 
@@ -188,28 +188,29 @@ def get(
         str | None, typer.Option(help="Name the customer by its source_id instead.")
     ] = None,
 ) -> None:
-    """Print the stored record of a customer as JSON, with its version."""
+    """Print the stored record of a customer as JSON, with its version (as published: the
+    holder of a source_id shows the events of its implicit customer too)."""
     settings = Settings()
     if (customer_id is None) == (source_id is None):
         raise _fail("name the customer by its id or by --source-id (one of the two)")
 
-    async def read(store: CustomerStore) -> tuple[str | None, dict[str, str]]:
+    async def read(store: CustomerStore) -> tuple[str | None, View]:
         wanted = customer_id
         if source_id is not None:
             wanted = (await store.index.holding(source_id)).holder
             if wanted is None:
-                return None, {}
+                return None, View(0, None)
         assert wanted is not None
-        return wanted, await store.state(wanted)
+        return wanted, await customer_view(store, wanted)
 
-    found, state = _run_redis(settings, read)
+    found, view = _run_redis(settings, read)
     if found is None:
         raise _fail("no customer holds that source_id")
-    version = int(state.get("v", 0))
-    record = render(found, state)
-    if record is None:
-        raise _fail(f"no record for {found!r}" + (" (erased)" if version else ""))
-    typer.echo(json.dumps({"version": version, "customer": record}, indent=2))
+    if view.merged_into is not None:
+        raise _fail(f"{found!r} was merged into {view.merged_into!r} (its source_id's holder)")
+    if view.record is None:
+        raise _fail(f"no record for {found!r}" + (" (erased)" if view.version else ""))
+    typer.echo(json.dumps({"version": view.version, "customer": view.record}, indent=2))
 
 
 @identity_cli.command("show")

@@ -4,7 +4,13 @@ from dataclasses import dataclass
 
 import orjson
 
-from contracts.updated import ERASED_TYPE, UPDATED_SCHEMA, UPDATED_TYPE, WORKER_SOURCE
+from contracts.updated import (
+    ERASED_TYPE,
+    MERGED_TYPE,
+    UPDATED_SCHEMA,
+    UPDATED_TYPE,
+    WORKER_SOURCE,
+)
 from worker.records import InputRecord
 from worker.rejection import Rejection
 from worker.trace_context import TraceContext
@@ -60,16 +66,21 @@ def customer_updated(
     cause: Cause,
     time: str,
     trace: TraceContext | None = None,
+    merged_into: str | None = None,
 ) -> OutMessage:
     """A `customer.updated` CloudEvent carrying the record (its JSON), or the tombstone of
-    an erased customer. `time` is when the batch was applied (formatted once per batch);
-    `trace` the context of the span that produced it (headers and CloudEvents attributes).
-    The JSON is assembled around the record's bytes rather than re-encoding it."""
+    an erased customer, or of an implicit customer `merged_into` another. `time` is when
+    the batch was applied (formatted once per batch); `trace` the context of the span that
+    produced it (headers and CloudEvents attributes). The JSON is assembled around the
+    record's bytes rather than re-encoding it."""
     event_id = f"{customer_id}:{version}"
     headers: Headers = [("ce_id", event_id.encode()), ("version", str(version).encode())]
     if trace is not None:
         headers += trace.headers
     key = customer_id.encode()
+    if record is None and merged_into is not None:
+        merged = [("ce_type", MERGED_TYPE.encode()), ("merged_into", merged_into.encode())]
+        return OutMessage(topic, key, None, [*merged, *headers])
     if record is None:
         return OutMessage(topic, key, None, [("ce_type", ERASED_TYPE.encode()), *headers])
     cause_json = orjson.dumps({"id": cause.id, "source": cause.source, "type": cause.type})

@@ -19,21 +19,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
+import orjson
 from aiokafka import TopicPartition
 from opentelemetry.trace import Link
 from redis.exceptions import ResponseError
 
 from contracts.events import AnyInputEvent
+from contracts.identity import implicit_customer_id, is_implicit
 from contracts.loyalty import ReferralCompleted
+from worker.domain import fields as f
 from worker.domain.clock import format_time
 from worker.domain.fields import visible_fields
 from worker.domain.fold import Commit, CustomerState, Folded, FoldLimits, fold
-from worker.domain.identity import IdentityChange, identity_change
+from worker.domain.identity import IdentityChange, identity_change, joined_implicit
+from worker.domain.merge import merged
 from worker.domain.record import RenderedRecord
-from worker.domain.steps import Step, referrer_step_of, step_of
+from worker.domain.steps import Step, notice_step, referrer_step_of, step_of
 from worker.intake import Intake
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter, forward
 from worker.metrics import OUTCOMES, Metrics
+from worker.notices import Notice, is_notice, notice, read_notice
 from worker.publisher import Publisher
 from worker.record_cache import RecordCache
 from worker.records import InputRecord
@@ -69,8 +74,9 @@ class _Work:
     state: CustomerState
     confirmed: int
     steps: list[Step] = field(default_factory=list)
-    sources: list[tuple[InputRecord, AnyInputEvent]] = field(default_factory=list)
+    sources: list[tuple[InputRecord, "AnyInputEvent | Notice"]] = field(default_factory=list)
     folded: Folded | None = None
+    guessed: bool = False  # `state` is the guess "no record", not read yet
 
 
 _Dead = tuple[InputRecord, Rejection]
@@ -85,6 +91,7 @@ class _Plan:
     dead: list[_Dead] = field(default_factory=list)
     forward: list[tuple[InputRecord, str]] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
+    notices: list[tuple[InputRecord, Notice]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +145,10 @@ class BatchPipeline:
         plan = self._plan(records)
         trace = self._tracing.begin(records, plan.links, started_ns)
         try:
+            await self._retrier.run("redis", partial(self._noticed, plan))
             done, rejected = await self._apply(list(plan.work.values()), trace)
-            await self._identities(done)
+            changes = await self._identities(done)
+            joined = await self._retrier.run("redis", partial(self._joined, done, plan))
             now = format_time(datetime.now(UTC))
             context = None
             if trace is not None:
@@ -149,9 +158,10 @@ class BatchPipeline:
                 forward(self._topics.referrals, referrer, record, context)
                 for record, referrer in plan.forward
             ]
+            messages += self._notices(done, changes, now)
             versions: dict[str, int] = {}
             for item in done:
-                messages += self._announce(item, versions, now, context)
+                messages += self._announce(item, versions, now, context, joined)
             if trace is not None:
                 trace.produced(len(messages))
         except BaseException as error:
@@ -220,6 +230,13 @@ class BatchPipeline:
         forwarded = self._topics.referrals
         tracing = self._tracing.enabled
         for record in records:
+            if record.topic == forwarded and is_notice(record):
+                found = read_notice(record.value)
+                if found is None:
+                    plan.dead.append((record, Rejection("InvalidNotice", "not an identity notice")))
+                else:
+                    plan.notices.append((record, found))
+                continue
             event = self._intake.decode(record.topic, record.value)
             if tracing and (link := input_context(record, _event_or_none(event))) is not None:
                 plan.links.append(link)
@@ -235,15 +252,107 @@ class BatchPipeline:
             else:
                 plan.dead.append((record, Rejection("UnknownEventType", "not a referral")))
                 continue
-            customer_id = step.customer_id
-            item = plan.work.get(customer_id)
-            if item is None:
-                state = self._cache.take(customer_id) or CustomerState(customer_id, {})
-                confirmed = self._published.pop(customer_id, 0)
-                item = plan.work[customer_id] = _Work(customer_id, state, confirmed)
-            item.steps.append(step)
-            item.sources.append((record, event))
+            self._work_of(plan, step.customer_id).steps.append(step)
+            plan.work[step.customer_id].sources.append((record, event))
         return plan
+
+    def _work_of(self, plan: _Plan, customer_id: str) -> _Work:
+        """The customer's share of the batch (created with its cached state, if any)."""
+        item = plan.work.get(customer_id)
+        if item is None:
+            state = self._cache.take(customer_id)
+            confirmed = self._published.pop(customer_id, 0)
+            guess = state is None
+            state = state or CustomerState(customer_id, {})
+            item = plan.work[customer_id] = _Work(customer_id, state, confirmed, guessed=guess)
+        return item
+
+    async def _noticed(self, plan: _Plan) -> None:
+        """Turn the batch's identity notices into steps: each target is set to the view
+        that who holds the `source_id` now calls for (see `worker.notices`). An implicit
+        customer's `MERGED_INTO` is the customer holding its `source_id`, if any; an
+        explicit customer's `JOINED` names the implicit customer whose fields it shows,
+        if it holds the `source_id` of its record and that implicit customer has one."""
+        if not plan.notices:
+            return
+        items = [self._work_of(plan, found.target) for _, found in plan.notices]
+        guessed = list({item.customer_id: item for item in items if item.guessed}.values())
+        if guessed:
+            states = await self._store.load([item.customer_id for item in guessed])
+            for item, state in zip(guessed, states, strict=True):
+                item.state, item.guessed = state, False
+        index = self._store.index
+        steps = []  # appended once all are known: this may be retried
+        for (record, found), item in zip(plan.notices, items, strict=True):
+            if is_implicit(found.target):
+                claimant = (await index.holding(found.source_id)).claimant
+                step = notice_step(
+                    found.target, found.marker, f.MERGED_INTO, claimant, f.MERGED_BEFORE
+                )
+            else:
+                own = item.state.fields.get(f.SOURCE_ID)
+                view = None
+                if own is not None:
+                    holding = await index.holding(orjson.loads(own))
+                    if holding.claimant == found.target and holding.implicit_exists:
+                        view = f"{holding.source_id}|{holding.implicit_token}"
+                step = notice_step(found.target, found.marker, f.JOINED, view)
+            steps.append((item, step, record, found))
+        for item, step, record, found in steps:
+            item.steps.append(step)
+            item.sources.append((record, found))
+
+    def _notices(
+        self, done: list[_Work], changes: list[IdentityChange], now: str
+    ) -> list[OutMessage]:
+        """Notices to send: to the implicit customer of every `source_id` claimed or
+        released; from an implicit customer whose holder changed, to the old and new one;
+        from one that changed while held, to its holder (to show the change); from one
+        that saw a redelivery (its batch may have stopped before its notices were sent),
+        to its holder and the one before."""
+        topic = self._topics.referrals
+        sent: dict[tuple[str, str], OutMessage] = {}
+        for change in changes:
+            claimed = () if change.claim is None else (change.claim[0],)
+            for source_id in (*change.releases, *claimed):
+                target = implicit_customer_id(source_id)
+                sent[target, source_id] = notice(topic, target, source_id, now)
+        for item in done:
+            assert item.folded is not None
+            if not is_implicit(item.customer_id):
+                continue
+            stored, letters = item.state.fields, item.folded.letters
+            holder = stored.get(f.MERGED_INTO)
+            told: list[str | None] = []
+            if f.MERGED_INTO in item.folded.before:
+                told = [item.folded.before[f.MERGED_INTO], holder]
+            elif "D" in letters:
+                told = [holder, stored.get(f.MERGED_BEFORE)]
+            elif item.folded.commit is not None and any(
+                letter in "AU" and not step.notice
+                for step, letter in zip(item.steps, letters, strict=True)
+            ):  # any write may change what the holder shows, visible here or not
+                told = [holder]
+            for customer in told:
+                if customer is not None:
+                    sent[customer, ""] = notice(topic, customer, item.customer_id, now)
+        return list(sent.values())
+
+    async def _joined(self, done: list[_Work], plan: _Plan) -> dict[str, dict[str, str]]:
+        """The fields of the implicit customers the batch's explicit customers show joined
+        to their own (`JOINED` naming the `source_id` their record holds), by the explicit
+        customer's id; from this batch when it wrote them, else read."""
+        wanted: dict[str, str] = {}
+        for item in done:
+            implicit = joined_implicit(item.state.fields)
+            if implicit is not None:
+                wanted[item.customer_id] = implicit
+        unread = sorted({i for i in wanted.values() if i not in plan.work})
+        read = dict(zip(unread, await self._store.load(unread), strict=True)) if unread else {}
+        return {
+            customer: (plan.work[i].state if i in plan.work else read[i]).fields
+            for customer, i in wanted.items()
+        }
 
     async def _apply(
         self, work: list[_Work], trace: BatchTrace | None
@@ -298,6 +407,7 @@ class BatchPipeline:
                         self._fold_limits,
                         item.confirmed,
                         logs.get(item.customer_id),
+                        joined=joined_implicit(item.state.fields) is not None,
                     )
                 except Exception as error:  # a bug must not block the partition
                     log.exception("folding events failed", extra=_work_fields(item))
@@ -345,7 +455,7 @@ class BatchPipeline:
             with trace.commit():
                 return await self._store.commit(commits)
 
-    async def _identities(self, done: list[_Work]) -> None:
+    async def _identities(self, done: list[_Work]) -> list[IdentityChange]:
         """Tell the source_id index what the written folds claim and release (after the
         records: see `worker.store.source_index` for why a crash in between is safe)."""
         changes = []
@@ -356,6 +466,7 @@ class BatchPipeline:
                 changes.append(change)
         if changes:
             await self._retrier.run("redis", partial(self._claim, changes))
+        return changes
 
     async def _claim(self, changes: list[IdentityChange]) -> None:
         """Write the claims and releases; a `source_id` claimed by more than one customer
@@ -405,26 +516,46 @@ class BatchPipeline:
         versions: dict[str, int],
         now: str,
         context: TraceContext | None = None,
+        joined: dict[str, dict[str, str]] | None = None,
     ) -> list[OutMessage]:
         """The `customer.updated` messages of one customer's snapshots, rendered from its
-        cached record; the state is cached again."""
+        cached record; the state is cached again. An implicit customer merged into the
+        holder of its `source_id` publishes the `customer.merged` tombstone; the holder
+        publishes its fields joined with the implicit customer's (the last ones of the
+        batch, for each of its snapshots)."""
         state, folded = item.state, item.folded
         assert folded is not None
-        assert isinstance(state.rendered, RenderedRecord)
+        rendered = state.rendered
+        assert isinstance(rendered, RenderedRecord)
+        merged_into = state.fields.get(f.MERGED_INTO)
+        other = (joined or {}).get(item.customer_id)
+        shown = None
+        if other is not None:
+            try:
+                shown = visible_fields(merged(state.fields, other))
+            except ValueError:
+                log.exception("a joined record leaves the exact range", extra=_work_fields(item))
+        elif rendered.joined:
+            shown = visible_fields(state.fields)
         messages = []
         for snapshot in folded.snapshots:
             event = item.sources[snapshot.cause][1]
-            record, changed = state.rendered.apply(snapshot.changes, snapshot.wiped)
+            if shown is None:
+                record, changed = rendered.apply(snapshot.changes, snapshot.wiped)
+            else:
+                record, changed = rendered.show(shown)
+                rendered.joined = other is not None
             messages.append(
                 customer_updated(
                     self._topics.customer_updated,
                     item.customer_id,
                     snapshot.version,
-                    record,
+                    None if merged_into is not None else record,
                     changed,
                     Cause(event.id, event.source, event.type),
                     now,
                     context,
+                    merged_into,
                 )
             )
             versions[item.customer_id] = snapshot.version
@@ -481,7 +612,7 @@ def _work_fields(item: _Work) -> dict[str, object]:
     return {**_event_fields(record, event), "events": len(item.sources)}
 
 
-def _event_fields(record: InputRecord, event: AnyInputEvent) -> dict[str, object]:
+def _event_fields(record: InputRecord, event: "AnyInputEvent | Notice") -> dict[str, object]:
     """What a log line about one event carries: ids and coordinates, no personal data."""
     return {
         "event_id": event.id,

@@ -27,7 +27,8 @@ class Topics(BaseModel):
         default="customer-worker.referrals",
         description=(
             "Internal: referrals forwarded to the worker that owns the referrer (keyed by "
-            "its id), so that every customer is written by one worker only."
+            "its id), so that every customer is written by one worker only, and identity "
+            "notices (who holds a source_id may have changed)."
         ),
     )
     dlq_suffix: str = ".dlq"

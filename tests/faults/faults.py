@@ -25,9 +25,9 @@ async def sample_readiness(worker: WorkerProcess, seconds: float) -> list[int | 
 class KillWorker(Fault):
     """`kill -9` of the worker while it is processing, restarted at once, `times` times."""
 
-    def __init__(self, times: int) -> None:
+    def __init__(self, times: int, name: str = "") -> None:
         self.times = times
-        self.name = f"worker kill -9 x{times}"
+        self.name = name or f"worker kill -9 x{times}"
 
     async def inject(self, scene: Scene) -> None:
         worker = scene.workers[0]

@@ -29,12 +29,11 @@ from tests.support.bus import partitions
 from tests.support.generate import customers_of
 from tests.support.services import prefixed_topics
 from tests.support.worker_process import WorkerProcess
-from worker.domain import fields
-from worker.domain.record import render
 from worker.settings import Settings, Topics
 from worker.store.customer_store import CustomerStore
 from worker.store.keys import KeyLayout
 from worker.topics import contract_topics, ensure_topics
+from worker.views import customer_view
 
 PARTITIONS = 6
 #: Generous bounds for waiting only; nothing asserts on speed.
@@ -225,8 +224,8 @@ class Scene:
         """Version and rendered record of every customer of the workload."""
         found = {}
         for customer in self.workload.customers:
-            state = await self.store.state(customer)
-            found[customer] = (int(state.get(fields.VERSION, 0)), render(customer, state))
+            view = await customer_view(self.store, customer)
+            found[customer] = (view.version, view.record)
         return found
 
     def published(self) -> dict[str, list[Published]]:

@@ -23,6 +23,13 @@ async def test_worker_killed_repeatedly(fault_stack: PrivateStack, tmp_path: Pat
     await run_scenario(fault_stack, KillWorker(times=5), tmp_path, Plan(stream_seconds=45))
 
 
+async def test_worker_killed_during_merges(fault_stack: PrivateStack, tmp_path: Path) -> None:
+    """Few customers, four source_ids: claims, conflicts, merges and holder changes all
+    the time (a quarter of the events name their customer by source_id alone)."""
+    fault = KillWorker(times=4, name="worker kill -9 x4, merges")
+    await run_scenario(fault_stack, fault, tmp_path, Plan(customers=40, stream_seconds=30))
+
+
 async def test_worker_sigterm_mid_stream(fault_stack: PrivateStack, tmp_path: Path) -> None:
     await run_scenario(fault_stack, StopWorker(), tmp_path, Plan())
 

@@ -85,9 +85,9 @@ class Upstream(Generator):
         event = self.any_event(self._everyone[index])
         event["id"] = f"{self._id_prefix}{sequence}"
         source_id = f"crm-{index:07d}"
-        if event["type"] in ("customer.create", "customer.update"):
-            if self.rng.random() < CLAIM_SHARE:
-                event["data"]["source_id"] = source_id
+        profile = event["type"] in ("customer.create", "customer.update")
+        if profile and self.rng.random() < CLAIM_SHARE:
+            event["data"]["source_id"] = source_id
         if self.rng.random() < SOURCE_ID_SHARE:
             self.name_by_source_id(event, source_id)
         return event

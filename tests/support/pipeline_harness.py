@@ -119,8 +119,8 @@ class Harness:
         return records
 
     async def _process(self, records: list[FakeRecord]) -> None:
-        """Process a batch, then feed back what it forwarded to the referrals topic (as the
-        worker owning the referrer would consume it)."""
+        """Process a batch, then feed back what it forwarded to the internal topic (as the
+        workers owning the referrers and the notices' targets would consume it)."""
         already = len(self.publisher.messages)
         await self.pipeline.process(records)
         forwarded = [m for m in self.publisher.messages[already:] if m.topic == Topics().referrals]
@@ -129,6 +129,8 @@ class Harness:
             for message in forwarded:
                 self._offset += 1
                 fed_back.append(
-                    FakeRecord(message.topic, 0, self._offset, message.key, message.value)
+                    FakeRecord(
+                        message.topic, 0, self._offset, message.key, message.value, message.headers
+                    )
                 )
             await self._process(fed_back)

@@ -15,6 +15,9 @@ MARKER_SEQUENCE = "mq"  # markers written so far (their order, for eviction)
 LAYOUT = "lv"  # "2"; layout 1 kept orders, contributions, balances and markers apart
 LOG_EVICTED_UNTIL = "lx"  # an upper bound of the latest time evicted from the replay log
 PREVIOUS_SOURCE_ID = "sp"  # the source_id (JSON) before its latest change: to release it
+JOINED = "jn"  # an explicit customer's: "<source_id>|<version>" of the implicit one it shows
+MERGED_INTO = "mi"  # an implicit customer's: the explicit customer holding its source_id
+MERGED_BEFORE = "mb"  # an implicit customer's: the one that held it before (to tell it again)
 #: Bookkeeping of layout 1 that layout 2 does not keep (removed by the migration).
 LEGACY_BOOKKEEPING = frozenset({"dn", "ln", "lo"})
 
@@ -28,6 +31,9 @@ BOOKKEEPING = frozenset(
         LAYOUT,
         LOG_EVICTED_UNTIL,
         PREVIOUS_SOURCE_ID,
+        JOINED,
+        MERGED_INTO,
+        MERGED_BEFORE,
         *LEGACY_BOOKKEEPING,
     }
 )

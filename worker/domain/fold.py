@@ -590,24 +590,32 @@ def fold(
     limits: FoldLimits,
     confirmed: int = 0,
     logged: Sequence[tuple[int, bytes]] | None = None,
+    joined: bool = False,
 ) -> Folded:
     """Fold `steps` (one customer's, in delivery order) into `state`'s fields, in place:
     `CustomerState.commit` keeps the result once written, `CustomerState.undo` reverts it.
     (If the fold raises, the fields are reverted before the error propagates.)
 
     `confirmed` is the version last known to be published (see `published` below); `logged`
-    the customer's replay log (micros, step JSON), needed when a step is an erase.
+    the customer's replay log (micros, step JSON), needed when a step is an erase. A
+    `joined` customer shows another's fields joined to its own (`worker.domain.merge`):
+    any write may change what it shows, so every event that writes is a new version.
     """
     w = _Fold(state, limits, logged)
     try:
-        return _fold(w, state, steps, limits, confirmed)
+        return _fold(w, state, steps, limits, confirmed, joined)
     except BaseException:
         _revert(state.fields, w.before.items())
         raise
 
 
 def _fold(
-    w: "_Fold", state: CustomerState, steps: Sequence[Step], limits: FoldLimits, confirmed: int
+    w: "_Fold",
+    state: CustomerState,
+    steps: Sequence[Step],
+    limits: FoldLimits,
+    confirmed: int,
+    joined: bool,
 ) -> Folded:
     version, expected = state.version, state.write_token
     published = int(w.fields.get(f.PUBLISHED_VERSION, 0))
@@ -634,6 +642,18 @@ def _fold(
             letter = "D"
             if seen > published:  # its version may never have been published: again
                 republish_for = index
+        elif step.notice:
+            letter = "U"
+            name, value, before = str(step.ops[0][1]), step.ops[0][2], step.ops[0][3]
+            if w.fields.get(name) != value:
+                old = w.book(name, value)
+                if before is not None and old is not None:
+                    w.book(before, old)
+                if f.CREATED_AT in w.fields:  # the record exists: it shows another view
+                    letter, version, pending, last_applied = "A", version + 1, True, index
+                    if limits.each_change:
+                        snapshots.append(w.snapshot(version, index))
+                        pending = False
         elif step.micros <= erased_until:
             letter = "I"
         else:
@@ -647,9 +667,12 @@ def _fold(
                 erase_cut = step.micros
                 letter = None
             else:
+                journaled = len(w.journal)
                 letter = w.apply(step.micros, marker, step.ops)
                 if letter is None and limits.replay_window > 0:
                     log.append((step.micros, step.encode()))
+                if joined and letter is None and len(w.journal) > journaled:
+                    w.event_changed = True
             if letter is None:
                 if w.event_changed:
                     letter, version, pending, last_applied = "A", version + 1, True, index

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from contracts.identity import is_implicit
+from contracts.identity import implicit_customer_id, is_implicit
 from worker.domain import fields as f
 from worker.domain.fold import CustomerState, Folded
 
@@ -46,6 +46,18 @@ def identity_change(state: CustomerState, folded: Folded) -> IdentityChange | No
         claim = (orjson.loads(current), stored[f.STAMP + f.SOURCE_ID])
     releases = () if previous is None or previous == current else (orjson.loads(previous),)
     return IdentityChange(state.customer_id, claim, releases)
+
+
+def joined_implicit(stored: dict[str, str]) -> str | None:
+    """The implicit customer whose fields an explicit customer's record shows joined to
+    its own: the one `JOINED` names, if it is still the one of the record's `source_id`."""
+    view = stored.get(f.JOINED)
+    if view is None:
+        return None
+    source_id = view.rpartition("|")[0]
+    if stored.get(f.SOURCE_ID) != orjson.dumps(source_id).decode():
+        return None
+    return implicit_customer_id(source_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,11 +252,13 @@ class RenderedRecord:
     `changed` paths are the diff of those sections alone (derived fields included), and the
     record's JSON is assembled from the sections' bytes."""
 
-    __slots__ = ("_fragments", "_head", "_parts")
+    __slots__ = ("_fragments", "_head", "_parts", "joined")
 
     def __init__(self, customer_id: str, state: Fields) -> None:
         self._head = b'{"id":' + orjson.dumps(customer_id) + b',"object":"customer"'
         self._parts = split(state)
+        #: Whether it shows another customer's fields joined to its own (`show`).
+        self.joined = False
         self._fragments = {
             name: _Fragments(name, render_part(self._parts.get(name, {})))
             for name, render_part in _RENDERERS.items()
@@ -313,6 +315,12 @@ class RenderedRecord:
         if not existed:  # created by this change: every leaf is new
             return record, changed_paths(None, orjson.loads(record))
         return record, sorted(paths)
+
+    def show(self, visible: Fields) -> tuple[bytes | None, list[str]]:
+        """Become the record of exactly these visible fields (as `apply` returns it)."""
+        shown = {name: value for part in self._parts.values() for name, value in part.items()}
+        changes = {name: visible.get(name) for name in shown.keys() | visible.keys()}
+        return self.apply({k: v for k, v in changes.items() if v != shown.get(k)})
 
 
 def changed_paths(before: JsonDict | None, after: JsonDict | None) -> list[str]:

@@ -63,9 +63,24 @@ class Step:
         """An erase is a step of its own (one `E` operation)."""
         return self.ops[0][0] == "E"
 
+    @property
+    def notice(self) -> bool:
+        """A notice is a step of its own (one `N` operation, see `notice_step`)."""
+        return self.ops[0][0] == "N"
+
     def encode(self) -> bytes:
         """The step as the replay log keeps it (JSON)."""
         return orjson.dumps({"m": self.marker, "t": str(self.micros), "o": self.ops})
+
+
+def notice_step(
+    customer_id: str, marker: str, field: str, value: str | None, before: str | None = None
+) -> Step:
+    """Set a bookkeeping field that decides what the record shows (`N field value
+    before`): a new version if the record exists and the value changed, the value it had
+    kept in field `before` (if any). Not an event: no time, not ignored after an erase,
+    not logged for replay."""
+    return Step(customer_id, marker, 0, (["N", field, value, before],))
 
 
 def marker_of(event: AnyInputEvent) -> str:

@@ -39,15 +39,27 @@ class Holding:
 
     source_id: str
     implicit_id: str
-    implicit_exists: bool
+    implicit_version: int  # 0: no record (never, or erased)
+    implicit_token: str  # its write token: changes with every write
     claims: list[Claim]
+
+    @property
+    def implicit_exists(self) -> bool:
+        """Whether the implicit customer has a record."""
+        return self.implicit_version > 0
+
+    @property
+    def claimant(self) -> str | None:
+        """The customer with an explicit id that holds the `source_id` (None: none)."""
+        held = holder(self.claims)
+        return None if held is None else held.customer_id
 
     @property
     def holder(self) -> str | None:
         """The customer the `source_id` resolves to (None: nobody)."""
-        held = holder(self.claims)
-        if held is not None:
-            return held.customer_id
+        claimant = self.claimant
+        if claimant is not None:
+            return claimant
         return self.implicit_id if self.implicit_exists else None
 
     @property
@@ -105,14 +117,16 @@ class SourceIndex:
         async with self._redis.pipeline(transaction=False) as pipe:
             for customer_id in customers:
                 pipe.hmget(self._keys.record(customer_id), [f.SOURCE_ID, f.STAMP + f.SOURCE_ID])
-            pipe.hexists(self._keys.record(implicit_id), f.CREATED_AT)  # not erased
-            *records, implicit = await pipe.execute()
+            pipe.hmget(self._keys.record(implicit_id), [f.CREATED_AT, f.VERSION, f.WRITE_TOKEN])
+            *records, (created, version, token) = await pipe.execute()
         checked = []
         for customer_id, (value, stamp) in zip(customers, records, strict=True):
             indexed = claims[customer_id]
             valid = value == expected and stamp is not None
             checked.append(Claim(customer_id, stamp if valid else indexed, valid, indexed))
-        return Holding(source_id, implicit_id, bool(implicit), checked)
+        live = created is not None  # not erased
+        version = int(version) if live else 0
+        return Holding(source_id, implicit_id, version, token or "", checked)
 
     async def purge(self, holding: Holding) -> None:
         """Delete the claims found invalid, unless claimed again since they were read."""
