@@ -5,12 +5,13 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from contracts.identity import implicit_customer_id
+from contracts.identity import implicit_customer_id, is_implicit
 from contracts.scalars import Identifier, Source, Timestamp
 
 #: Version of the wire contract described in DESIGN.md §3; bumped on any breaking change.
 CONTRACT_VERSION = "1.1.0"
-#: Error type of an event that names no customer (neither `subject` nor `sourceid`).
+#: Error type of an event that names no customer (neither `subject` nor `sourceid`), or
+#: names one by an id reserved for implicit customers.
 NO_CUSTOMER = "no_customer"
 
 
@@ -76,6 +77,12 @@ class Envelope(BaseModel):
         if self.subject is None and self.sourceid is None:
             raise PydanticCustomError(
                 NO_CUSTOMER, "an event names its customer by `subject` or by `sourceid`"
+            )
+        if self.subject is not None and is_implicit(self.subject):
+            raise PydanticCustomError(
+                NO_CUSTOMER,
+                "ids of the form src_<32 hex digits> are implicit customers': name one by "
+                "its `sourceid`",
             )
         return self
 

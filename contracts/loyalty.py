@@ -5,6 +5,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from contracts.envelope import Envelope, Payload
+from contracts.identity import is_implicit
 from contracts.scalars import Identifier, Points, PositivePoints, Text
 
 
@@ -65,4 +66,6 @@ class ReferralCompleted(Envelope):
     def _not_self_referral(self) -> Self:
         if self.data.referrer_id == self.customer_id:
             raise ValueError("a customer cannot refer themselves (referrer_id == subject)")
+        if is_implicit(self.data.referrer_id):
+            raise ValueError("a referrer is named by its id, not an implicit customer's id")
         return self

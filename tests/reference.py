@@ -16,8 +16,9 @@ Semantics (DESIGN.md sections 3 and 4, plus the project's decisions where it is 
 * an event with no ``subject`` names its customer by ``sourceid``: it belongs to the implicit
   customer ``src_`` + the first 32 hex digits of SHA-256(sourceid), and sets that record's
   ``source_id`` like a profile write. The holder of a source_id is the customer with an
-  explicit id whose own final record has it, with the earliest stamp of that winning write
-  (then the smaller id); the other such customers are in conflict; with none, the implicit
+  explicit id whose own final record has it, the oldest: earliest time of its applied
+  events (its ``created_at``, to the microsecond), then the smaller id; the other such
+  customers are in conflict; with none, the implicit
   customer holds it if it has a record. An implicit customer with a record whose
   source_id an explicit customer holds is merged into it: its record is ``None`` and its
   events (after its own erases; the holder's erases do not touch them) count for the
@@ -252,16 +253,13 @@ def _holders(
 ) -> dict[str, tuple[str | None, list[str]]]:
     """Who holds each source_id, from the customers' own records."""
     named = {e.named_by for evs in by_customer.values() for e in evs if e.named_by is not None}
-    claims: dict[str, list[tuple[Stamp, str]]] = defaultdict(list)
+    claims: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for cid, evs in by_customer.items():
         record = records.get(cid)
         if record is None or "source_id" not in record or re.match(r"^src_[0-9a-f]{32}$", cid):
             continue
-        profile = [e for e in _applied(cid, evs) if e.type in PROFILE_EVENT_TYPES]
-        win = _winner(_profile_writes(profile, "source_id"))
-        assert win is not None
-        assert win[1] == record["source_id"]
-        claims[win[1]].append((win[0], cid))
+        applied = _applied(cid, evs)
+        claims[record["source_id"]].append((min(e.time_us for e in applied), cid))
     holders: dict[str, tuple[str | None, list[str]]] = {}
     for source_id in named | set(claims):
         ranked = [cid for _, cid in sorted(claims[source_id])]
@@ -287,6 +285,7 @@ def _record(cid: str, events: list[_Event], joined: list[_Event] | None = None) 
     """The record of `cid`'s events, and of the `joined` ones of an implicit customer it
     holds the source_id of (those count as its own; its erases do not touch them)."""
     applied = _applied(cid, events)
+    referrer_side = [e for e in applied if e.type == REFERRAL and e.data["referrer_id"] == cid]
     # The events about this customer itself (not as a referrer): its own and the joined.
     own = {e.stamp for e in applied if e.subject == cid} | {e.stamp for e in joined or ()}
     applied += [e for e in joined or () if e not in applied]
@@ -299,7 +298,7 @@ def _record(cid: str, events: list[_Event], joined: list[_Event] | None = None) 
 
     orders = _orders(applied)
     rec["summary"] = {"redemptions": _redemptions(applied), "orders": orders}
-    rec["loyalty"] = _loyalty(cid, applied)
+    rec["loyalty"] = _loyalty(applied, referrer_side)
     rec["referrals"] = _referrals(own, applied)
 
     rec["created_at"] = format_time(min(e.time_us for e in applied))
@@ -546,15 +545,11 @@ def _redemptions(applied: list[_Event]) -> Record:
 # --------------------------------------------------------------------------- loyalty
 
 
-def _loyalty(cid: str, applied: list[_Event]) -> Record:
+def _loyalty(applied: list[_Event], referrer_side: list[_Event]) -> Record:
     points_events = [e for e in applied if e.type in POINTS_SIGN]
     tier_events = [e for e in applied if e.type == TIER]
     # referrer side: one per (campaign_id, referee)
-    referred = {
-        (e.data["campaign_id"], e.subject)
-        for e in applied
-        if e.type == REFERRAL and e.data["referrer_id"] == cid
-    }
+    referred = {(e.data["campaign_id"], e.subject) for e in referrer_side}
 
     campaign_ids = (
         {e.data["campaign_id"] for e in points_events}

@@ -178,6 +178,54 @@ async def test_a_left_over_claim_is_ignored_and_purged_by_the_next_claim(
     assert harness.metrics.identity_conflicts._value.get() == 0
 
 
+async def test_sending_the_same_source_id_again_does_not_move_it(
+    redis: Redis, scratch_prefix: str
+) -> None:
+    harness = _harness(redis, scratch_prefix)
+    await harness.deliver([event("customer.create", "c1", {"source_id": "crm-1"}, time=at(1))])
+    await harness.deliver([event("customer.create", "c2", {"source_id": "crm-1"}, time=at(2))])
+    assert await _holder(harness, "crm-1") == ("c1", ["c2"])  # the older record
+    again = event("customer.update", "c1", {"source_id": "crm-1", "name": "A"}, time=at(3))
+    await harness.deliver([again])
+    assert await _holder(harness, "crm-1") == ("c1", ["c2"])
+
+
+async def test_a_record_written_before_claims_existed_claims_on_its_next_write(
+    redis: Redis, scratch_prefix: str
+) -> None:
+    prefix = f"{scratch_prefix}-old"
+    first = Harness(redis, prefix)
+    await first.deliver([event("customer.create", "c1", {"source_id": "crm-1"}, time=at(1))])
+    record = first.store.index._keys.record("c1")
+    index = first.store.index._keys.source_index(implicit_customer_id("crm-1"))
+    await redis.hdel(record, "ic")  # as the previous release wrote it
+    await redis.delete(index)
+    assert await _holder(first, "crm-1") == (None, [])
+
+    later = Harness(redis, prefix)  # the new release, nothing cached
+    await later.deliver([event("order.paid", "c1", {"order_id": "o", "amount": 1}, time=at(2))])
+    assert await _holder(later, "crm-1") == ("c1", [])
+
+
+@pytest.mark.parametrize("where", ["subject", "referrer_id"])
+async def test_ids_of_implicit_customers_are_reserved(
+    redis: Redis, scratch_prefix: str, where: str
+) -> None:
+    harness = _harness(redis, scratch_prefix)
+    implicit = implicit_customer_id("crm-1")
+    data = {"campaign_id": "k", "related_object_id": "r", "related_object_type": "order"}
+    if where == "subject":
+        bad = event("referral.completed", implicit, {**data, "referrer_id": "c1"}, time=at(1))
+    else:
+        bad = event("referral.completed", "c1", {**data, "referrer_id": implicit}, time=at(1))
+    await harness.deliver([bad])
+    (dead,) = [m for m in harness.publisher.messages if m.topic.endswith(".dlq")]
+    headers = {k: v.decode() for k, v in dead.headers}
+    expected = "InvalidEnvelope" if where == "subject" else "SchemaViolation"
+    assert headers["x-error-class"] == expected
+    assert "implicit customer" in headers["x-error-message"]
+
+
 class _Killed(BaseException):
     """Stands for the worker dying (not an error the pipeline handles)."""
 
@@ -289,6 +337,26 @@ async def test_when_the_holder_lets_go_the_implicit_customer_shows_again(
     for customer, view in ((implicit, back), ("c1", survivor)):
         last = max(published[customer], key=lambda m: int(dict(m.headers)["version"]))
         assert json.loads(last.value or b"")["data"]["customer"] == view.record
+
+
+async def test_erasing_a_merged_implicit_customer_publishes_its_erasure(
+    redis: Redis, scratch_prefix: str
+) -> None:
+    harness = _harness(redis, scratch_prefix)
+    await harness.deliver(_merge_story())
+    implicit = implicit_customer_id("ann@example.com")
+    erase = _by_source_id(event("customer.erase", "-", None, time=at(9)), "ann@example.com")
+    await harness.deliver([erase])
+
+    published = harness.publisher.updates()
+    last = max(published[implicit], key=lambda m: int(dict(m.headers)["version"]))
+    assert last.value is None
+    assert dict(last.headers)["ce_type"] == b"customer.erased"
+    survivor = await customer_view(harness.store, "c1")
+    assert survivor.record is not None
+    assert survivor.record["summary"]["orders"]["total_amount"] == 500  # its own order only
+    shown = max(published["c1"], key=lambda m: int(dict(m.headers)["version"]))
+    assert json.loads(shown.value or b"")["data"]["customer"] == survivor.record
 
 
 # ----------------------------------------------------------------------------- any order

@@ -32,7 +32,7 @@ from worker.domain.clock import format_time
 from worker.domain.fields import visible_fields
 from worker.domain.fold import Commit, CustomerState, Folded, FoldLimits, fold
 from worker.domain.identity import IdentityChange, identity_change, joined_implicit
-from worker.domain.merge import merged
+from worker.domain.merge import joined_fields
 from worker.domain.record import RenderedRecord
 from worker.domain.steps import Step, notice_step, referrer_step_of, step_of
 from worker.intake import Intake
@@ -327,7 +327,7 @@ class BatchPipeline:
             if f.MERGED_INTO in item.folded.before:
                 told = [item.folded.before[f.MERGED_INTO], holder]
             elif "D" in letters:
-                told = [holder, stored.get(f.MERGED_BEFORE)]
+                told = [holder, *orjson.loads(stored.get(f.MERGED_BEFORE) or "[]")]
             elif item.folded.commit is not None and any(
                 letter in "AU" and not step.notice
                 for step, letter in zip(item.steps, letters, strict=True)
@@ -527,15 +527,17 @@ class BatchPipeline:
         assert folded is not None
         rendered = state.rendered
         assert isinstance(rendered, RenderedRecord)
-        merged_into = state.fields.get(f.MERGED_INTO)
+        merged_into = None  # an erased one publishes `customer.erased`
+        if f.CREATED_AT in state.fields:
+            merged_into = state.fields.get(f.MERGED_INTO)
         other = (joined or {}).get(item.customer_id)
         shown = None
         if other is not None:
-            try:
-                shown = visible_fields(merged(state.fields, other))
-            except ValueError:
-                log.exception("a joined record leaves the exact range", extra=_work_fields(item))
-        elif rendered.joined:
+            shown = joined_fields(state.fields, other)
+            if shown is None:
+                other = None
+                log.error("a joined record leaves the exact range", extra=_work_fields(item))
+        if shown is None and rendered.joined:
             shown = visible_fields(state.fields)
         messages = []
         for snapshot in folded.snapshots:

@@ -10,7 +10,7 @@ import orjson
 
 from contracts.identity import is_implicit
 from worker.domain import fields as f
-from worker.domain.merge import merged
+from worker.domain.merge import joined_fields
 from worker.domain.record import render
 from worker.store.customer_store import CustomerStore
 
@@ -36,5 +36,7 @@ async def customer_view(store: CustomerStore, customer_id: str) -> View:
             return View(version, None, holding.claimant)
         if holding.claimant == customer_id and holding.implicit_exists:
             other = await store.state(holding.implicit_id)
-            return View(version, render(customer_id, merged(fields, other)))
+            joined = joined_fields(fields, other)
+            if joined is not None:
+                return View(version, render(customer_id, joined))
     return View(version, render(customer_id, fields))

@@ -14,10 +14,11 @@ ERASED_UNTIL = "er"
 MARKER_SEQUENCE = "mq"  # markers written so far (their order, for eviction)
 LAYOUT = "lv"  # "2"; layout 1 kept orders, contributions, balances and markers apart
 LOG_EVICTED_UNTIL = "lx"  # an upper bound of the latest time evicted from the replay log
-PREVIOUS_SOURCE_ID = "sp"  # the source_id (JSON) before its latest change: to release it
+CLAIMED = "ic"  # the source_id (JSON) the record claims in the index: set with every change
+PREVIOUS_SOURCE_IDS = "sp"  # JSON list of the last source_ids it had: to release them again
 JOINED = "jn"  # an explicit customer's: "<source_id>|<version>" of the implicit one it shows
 MERGED_INTO = "mi"  # an implicit customer's: the explicit customer holding its source_id
-MERGED_BEFORE = "mb"  # an implicit customer's: the one that held it before (to tell it again)
+MERGED_BEFORE = "mb"  # an implicit customer's: JSON list of the last ones that held it before
 #: Bookkeeping of layout 1 that layout 2 does not keep (removed by the migration).
 LEGACY_BOOKKEEPING = frozenset({"dn", "ln", "lo"})
 
@@ -30,7 +31,8 @@ BOOKKEEPING = frozenset(
         MARKER_SEQUENCE,
         LAYOUT,
         LOG_EVICTED_UNTIL,
-        PREVIOUS_SOURCE_ID,
+        CLAIMED,
+        PREVIOUS_SOURCE_IDS,
         JOINED,
         MERGED_INTO,
         MERGED_BEFORE,

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import orjson
 
+from contracts.identity import is_implicit
 from contracts.scalars import MAX_SAFE_INTEGER
 from worker.domain import fields as f
 from worker.domain.steps import Step
@@ -648,7 +649,7 @@ def _fold(
             if w.fields.get(name) != value:
                 old = w.book(name, value)
                 if before is not None and old is not None:
-                    w.book(before, old)
+                    w.book(before, _remembered(w.fields.get(before), old))
                 if f.CREATED_AT in w.fields:  # the record exists: it shows another view
                     letter, version, pending, last_applied = "A", version + 1, True, index
                     if limits.each_change:
@@ -689,11 +690,15 @@ def _fold(
                         refold_refused += 1
                 if w.event_changed:
                     version, pending = version + 1, True
-        if seen is None and letter not in ("R", "X"):
+        if seen is None and letter not in ("R", "X") and not (step.notice and letter == "U"):
             new_markers[marker] = version
             w.book(marker_field, f"{version}|{sequence}")
             sequence += 1
         letters.append(letter)
+    if joined and republish_for >= 0 and not pending and not snapshots:
+        # What a joined record shows depends on the other customer too: publishing the
+        # unconfirmed version again could show other content under the same version.
+        version, pending, last_applied = version + 1, True, republish_for
     if version != state.version:
         w.book(f.VERSION, str(version))
     if pending:
@@ -706,9 +711,8 @@ def _fold(
     if erase_cut is not None:
         log = [entry for entry in log if entry[0] > erase_cut]
     fields = w.fields
-    previous = w.before.get(f.SOURCE_ID)
-    if previous is not None and previous != fields.get(f.SOURCE_ID):
-        w.book(f.PREVIOUS_SOURCE_ID, previous)  # to release it again after a crash
+    if not is_implicit(state.customer_id):
+        _book_claim(w)
     age_cut, trim, log = _bound_log(w, state, limits, log)
     commit = None
     written = [name for name, old in w.before.items() if old != fields.get(name)]
@@ -739,6 +743,31 @@ def _fold(
         refold_refused,
         beyond_log,
     )
+
+
+#: Previous values kept (source_ids a record had, customers that held a source_id).
+_REMEMBERED: Final = 8
+
+
+def _remembered(kept: str | None, value: str) -> str:
+    """A JSON list of the latest values, `value` first, at most `_REMEMBERED` of them."""
+    earlier = [] if kept is None else [v for v in orjson.loads(kept) if v != value]
+    return orjson.dumps([value, *earlier][:_REMEMBERED]).decode()
+
+
+def _book_claim(w: _Fold) -> None:
+    """Keep what the source_id index needs to hear in the record, written with it: the
+    `source_id` claimed (`CLAIMED`, which also makes records written before claims
+    existed claim on their next write) and the ones it had before, to release them again
+    if the batch stops before the index hears of it (see `worker.domain.identity`)."""
+    fields = w.fields
+    current = fields.get(f.SOURCE_ID)
+    claimed = fields.get(f.CLAIMED)
+    if claimed == current:
+        return
+    if claimed is not None:
+        w.book(f.PREVIOUS_SOURCE_IDS, _remembered(fields.get(f.PREVIOUS_SOURCE_IDS), claimed))
+    w.book(f.CLAIMED, current)
 
 
 def _beyond_log(

@@ -2,11 +2,12 @@
 picks the holder among several claims (pure, no I/O).
 
 A customer with an explicit id claims the `source_id` its record holds (the profile field,
-a last-writer-wins register); the claim's stamp is that register's stamp, the (time, id,
-source) of the event that set it. The holder is the claimant with the earliest claim stamp
-(then the smaller customer id): a fact of the set of events, whatever order they arrived
-in. Any other claimant is in conflict, which is surfaced and never merged. With no claimant,
-the `source_id` belongs to its implicit customer (`contracts.identity`).
+a last-writer-wins register). The holder is the claimant whose record is the oldest: the
+earliest `created_at` (the earliest time of any event applied to it), then the smaller
+customer id. That is a fact of the set of events, whatever order they arrived in, and it
+does not move when a producer sends the same profile again. Any other claimant is in
+conflict, which is surfaced and never merged. With no claimant, the `source_id` belongs to
+its implicit customer (`contracts.identity`).
 """
 
 from dataclasses import dataclass
@@ -30,21 +31,28 @@ class IdentityChange:
 
 def identity_change(state: CustomerState, folded: Folded) -> IdentityChange | None:
     """The claim and releases after `folded` was written to `state`, if the index may not
-    know them yet: the `source_id` changed, or a redelivered event says that the batch
-    that changed it may have been cut short between its write and the index's (the
-    previous `source_id` is kept in the record for that, see `fields.PREVIOUS_SOURCE_ID`).
-    Implicit customers claim nothing: their `source_id` is the one their id derives from."""
+    know them yet: the `source_id` claimed changed (`fields.CLAIMED`), or its claim's
+    order did (the record's `created_at`), or a redelivered event says that the batch
+    that changed them may have stopped between its write and the index's. Releases are
+    of every `source_id` the record had lately (`fields.PREVIOUS_SOURCE_IDS`): releasing
+    one twice is harmless, forgetting one is not. Implicit customers claim nothing: their
+    `source_id` is the one their id derives from."""
     if is_implicit(state.customer_id):
         return None
-    stored = state.fields
-    current, previous = stored.get(f.SOURCE_ID), stored.get(f.PREVIOUS_SOURCE_ID)
-    changed = f.SOURCE_ID in folded.before and folded.before[f.SOURCE_ID] != current
-    if not changed and not ("D" in folded.letters and (current or previous)):
+    stored, before = state.fields, folded.before
+    current, previous = stored.get(f.SOURCE_ID), stored.get(f.PREVIOUS_SOURCE_IDS)
+    moved = f.CLAIMED in before or (
+        current is not None
+        and f.CREATED_AT in before
+        and before[f.CREATED_AT] != stored.get(f.CREATED_AT)
+    )
+    if not moved and not ("D" in folded.letters and (current or previous)):
         return None
     claim = None
     if current is not None:
-        claim = (orjson.loads(current), stored[f.STAMP + f.SOURCE_ID])
-    releases = () if previous is None or previous == current else (orjson.loads(previous),)
+        claim = (orjson.loads(current), stored[f.CREATED_AT])
+    earlier = [] if previous is None else orjson.loads(previous)
+    releases = tuple(orjson.loads(value) for value in earlier if value != current)
     return IdentityChange(state.customer_id, claim, releases)
 
 
@@ -64,7 +72,8 @@ def joined_implicit(stored: dict[str, str]) -> str | None:
 class Claim:
     """One customer's claim on a `source_id`, checked against its record: `valid` if the
     record holds the `source_id` (else it is left over, and ignored), `stamp` the record's
-    stamp of it (for a left-over claim, the index's), `indexed` the index's stamp."""
+    `created_at` in microseconds (for a left-over claim, the index's), `indexed` the
+    index's value."""
 
     customer_id: str
     stamp: str
@@ -72,9 +81,8 @@ class Claim:
     indexed: str
 
     @property
-    def order(self) -> tuple[int, str, str]:
-        micros, _, marker = self.stamp.partition("|")
-        return int(micros), marker, self.customer_id
+    def order(self) -> tuple[int, str]:
+        return int(self.stamp), self.customer_id
 
 
 def holder(claims: list[Claim]) -> Claim | None:

@@ -15,8 +15,18 @@ from typing import Any
 import orjson
 
 from worker.domain import fields as f
+from worker.domain.fields import visible_fields
 from worker.domain.fold import replay
 from worker.domain.steps import CARD_TOTALS, SUMMED, contribution_field
+
+
+def joined_fields(own: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str] | None:
+    """The visible fields of `own` and `other` joined (None: a sum would leave the exact
+    range; then the record shows its own fields alone)."""
+    try:
+        return visible_fields(merged(own, other))
+    except ValueError:
+        return None
 
 
 def merged(own: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The source_id index in Redis: per `source_id`, a hash of the customers claiming it
-(customer id -> claim stamp), in the cluster slot of the `source_id`'s implicit customer.
+(customer id -> its record's `created_at` when it claimed), in the cluster slot of the
+`source_id`'s implicit customer.
 
 The customer's record is the truth and the index a superset of it: a claim is written
 after the record that makes it, and a release after the record that drops it, in a second
@@ -9,7 +10,7 @@ dies between the two steps leaves at worst a claim missing or left over, never a
 answer for long:
 - missing: the batch's offsets were not committed, so its events come again; they are
   then duplicates of an unpublished version, and a duplicate makes the worker write the
-  record's claim and its release of the previous `source_id` (kept in the record) again;
+  record's claim and its releases of the previous `source_id`s (kept in the record) again;
 - left over (a claim a stale writer wrote after the record moved on, during a
   rebalance): ignored by readers, since the claimant's record does not hold the
   `source_id`, and deleted by the next worker that claims the same `source_id` (`purge`
@@ -116,16 +117,15 @@ class SourceIndex:
         customers = sorted(claims)
         async with self._redis.pipeline(transaction=False) as pipe:
             for customer_id in customers:
-                pipe.hmget(self._keys.record(customer_id), [f.SOURCE_ID, f.STAMP + f.SOURCE_ID])
+                pipe.hmget(self._keys.record(customer_id), [f.SOURCE_ID, f.CREATED_AT])
             pipe.hmget(self._keys.record(implicit_id), [f.CREATED_AT, f.VERSION, f.WRITE_TOKEN])
             *records, (created, version, token) = await pipe.execute()
         checked = []
-        for customer_id, (value, stamp) in zip(customers, records, strict=True):
+        for customer_id, (value, since) in zip(customers, records, strict=True):
             indexed = claims[customer_id]
-            valid = value == expected and stamp is not None
-            checked.append(Claim(customer_id, stamp if valid else indexed, valid, indexed))
-        live = created is not None  # not erased
-        version = int(version) if live else 0
+            valid = value == expected and since is not None
+            checked.append(Claim(customer_id, since if valid else indexed, valid, indexed))
+        version = int(version or 0) if created is not None else 0  # 0: none, or erased
         return Holding(source_id, implicit_id, version, token or "", checked)
 
     async def purge(self, holding: Holding) -> None:
