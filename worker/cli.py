@@ -20,6 +20,7 @@ from worker import logs
 from worker.app import build_app
 from worker.connections import connect_redis, kafka_options
 from worker.dead_letters import ReplayReport, TopicSnapshot, inspect, replay
+from worker.domain.clock import format_micros
 from worker.intake import Intake
 from worker.rejection import Rejection
 from worker.schemas import export
@@ -228,7 +229,11 @@ def identity_show(source_id: Annotated[str, typer.Argument(help="The source_id."
         "implicit_id": holding.implicit_id,
         "implicit_record": holding.implicit_exists,
         "claims": [
-            {"customer_id": c.customer_id, "stamp": c.stamp, "valid": c.valid}
+            {
+                "customer_id": c.customer_id,
+                "created_at": format_micros(int(c.stamp)),
+                "valid": c.valid,
+            }
             for c in holding.claims
         ],
         "conflict": holding.conflicting,
