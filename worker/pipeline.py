@@ -281,21 +281,28 @@ class BatchPipeline:
             states = await self._store.load([item.customer_id for item in guessed])
             for item, state in zip(guessed, states, strict=True):
                 item.state, item.guessed = state, False
-        index = self._store.index
-        steps = []  # appended once all are known: this may be retried
-        for (record, found), item in zip(plan.notices, items, strict=True):
+        # The source_id each notice is about: an explicit customer's is its record's own.
+        about: list[str | None] = []
+        for (_, found), item in zip(plan.notices, items, strict=True):
+            own = item.state.fields.get(f.SOURCE_ID)
             if is_implicit(found.target):
-                claimant = (await index.holding(found.source_id)).claimant
+                about.append(found.source_id)
+            else:
+                about.append(None if own is None else orjson.loads(own))
+        wanted = sorted({source_id for source_id in about if source_id is not None})
+        held = dict(zip(wanted, await self._store.index.holdings(wanted), strict=True))
+        steps = []  # appended once all are known: this may be retried
+        for (record, found), item, source_id in zip(plan.notices, items, about, strict=True):
+            holding = None if source_id is None else held[source_id]
+            if is_implicit(found.target):
+                claimant = None if holding is None else holding.claimant
                 step = notice_step(
                     found.target, found.marker, f.MERGED_INTO, claimant, f.MERGED_BEFORE
                 )
             else:
-                own = item.state.fields.get(f.SOURCE_ID)
                 view = None
-                if own is not None:
-                    holding = await index.holding(orjson.loads(own))
-                    if holding.claimant == found.target and holding.implicit_exists:
-                        view = f"{holding.source_id}|{holding.implicit_token}"
+                if holding and holding.claimant == found.target and holding.implicit_exists:
+                    view = f"{holding.source_id}|{holding.implicit_token}"
                 step = notice_step(found.target, found.marker, f.JOINED, view)
             steps.append((item, step, record, found))
         for item, step, record, found in steps:
@@ -341,18 +348,26 @@ class BatchPipeline:
     async def _joined(self, done: list[_Work], plan: _Plan) -> dict[str, dict[str, str]]:
         """The fields of the implicit customers the batch's explicit customers show joined
         to their own (`JOINED` naming the `source_id` their record holds), by the explicit
-        customer's id; from this batch when it wrote them, else read."""
+        customer's id: from this batch when it wrote them, from the record cache when it
+        holds the version `JOINED` names (this worker owns the implicit customer), else
+        read."""
         wanted: dict[str, str] = {}
+        found: dict[str, dict[str, str]] = {}
         for item in done:
             implicit = joined_implicit(item.state.fields)
-            if implicit is not None:
-                wanted[item.customer_id] = implicit
-        unread = sorted({i for i in wanted.values() if i not in plan.work})
-        read = dict(zip(unread, await self._store.load(unread), strict=True)) if unread else {}
-        return {
-            customer: (plan.work[i].state if i in plan.work else read[i]).fields
-            for customer, i in wanted.items()
-        }
+            if implicit is None:
+                continue
+            wanted[item.customer_id] = implicit
+            if implicit in plan.work:
+                found[implicit] = plan.work[implicit].state.fields
+            elif (cached := self._cache.peek(implicit)) is not None and cached.write_token == (
+                item.state.fields[f.JOINED].rpartition("|")[2]
+            ):
+                found[implicit] = cached.fields
+        unread = sorted({i for i in wanted.values() if i not in found})
+        if unread:
+            found |= {s.customer_id: s.fields for s in await self._store.load(unread)}
+        return {customer: found[implicit] for customer, implicit in wanted.items()}
 
     async def _apply(
         self, work: list[_Work], trace: BatchTrace | None

@@ -48,6 +48,11 @@ class RecordCache:
         self.bytes -= entry[1]
         return entry[0]
 
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """A customer's state, left in place (to read it, not to change it)."""
+        entry = self._entries.get(customer_id)
+        return None if entry is None else entry[0]
+
     def put(self, state: CustomerState) -> None:
         """Keep a customer's state (as the most recently used)."""
         self.take(state.customer_id)

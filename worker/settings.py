@@ -199,12 +199,13 @@ class Settings(BaseSettings):
         ),
     )
     record_cache_size: int = Field(
-        default=20_000,
+        default=50_000,
         ge=0,
         description=(
             "Customers whose rendered record the worker keeps in memory between batches "
             "(least recently changed evicted): a change to a cached customer reads and "
-            "renders only what it touches."
+            "renders only what it touches. Implicit customers (named by source_id) count "
+            "too; CW_RECORD_CACHE_MIB bounds the memory."
         ),
     )
     record_cache_mib: int = Field(

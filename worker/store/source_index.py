@@ -22,7 +22,7 @@ customers with a `source_id`, whatever the number of events.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
@@ -111,22 +111,43 @@ class SourceIndex:
         """Who holds `source_id`, every claim checked against its claimant's record
         (`claims`: as just read, else read now)."""
         if claims is None:
-            claims = cast("dict[str, str]", await self._redis.hgetall(self._key(source_id)))
-        implicit_id = implicit_customer_id(source_id)
-        expected = orjson.dumps(source_id).decode()
-        customers = sorted(claims)
+            (held,) = await self.holdings([source_id])
+            return held
+        (held,) = await self._checked([(source_id, claims)])
+        return held
+
+    async def holdings(self, source_ids: Sequence[str]) -> list[Holding]:
+        """Who holds each `source_id` (two pipelined round trips for all)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for customer_id in customers:
-                pipe.hmget(self._keys.record(customer_id), [f.SOURCE_ID, f.CREATED_AT])
-            pipe.hmget(self._keys.record(implicit_id), [f.CREATED_AT, f.VERSION, f.WRITE_TOKEN])
-            *records, (created, version, token) = await pipe.execute()
-        checked = []
-        for customer_id, (value, since) in zip(customers, records, strict=True):
-            indexed = claims[customer_id]
-            valid = value == expected and since is not None
-            checked.append(Claim(customer_id, since if valid else indexed, valid, indexed))
-        version = int(version or 0) if created is not None else 0  # 0: none, or erased
-        return Holding(source_id, implicit_id, version, token or "", checked)
+            for source_id in source_ids:
+                pipe.hgetall(self._key(source_id))
+            found: list[dict[str, str]] = await pipe.execute()
+        return await self._checked(list(zip(source_ids, found, strict=True)))
+
+    async def _checked(self, claimed: Sequence[tuple[str, dict[str, str]]]) -> list[Holding]:
+        """The holdings of `source_id`s with the claims read, checked against the claimants'
+        records (one pipelined round trip)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for source_id, claims in claimed:
+                for customer_id in sorted(claims):
+                    pipe.hmget(self._keys.record(customer_id), [f.SOURCE_ID, f.CREATED_AT])
+                implicit = self._keys.record(implicit_customer_id(source_id))
+                pipe.hmget(implicit, [f.CREATED_AT, f.VERSION, f.WRITE_TOKEN])
+            replies = iter(await pipe.execute())
+        holdings = []
+        for source_id, claims in claimed:
+            expected = orjson.dumps(source_id).decode()
+            checked = []
+            for customer_id in sorted(claims):
+                value, since = next(replies)
+                indexed = claims[customer_id]
+                valid = value == expected and since is not None
+                checked.append(Claim(customer_id, since if valid else indexed, valid, indexed))
+            created, version, token = next(replies)
+            version = int(version or 0) if created is not None else 0  # 0: none, or erased
+            implicit_id = implicit_customer_id(source_id)
+            holdings.append(Holding(source_id, implicit_id, version, token or "", checked))
+        return holdings
 
     async def purge(self, holding: Holding) -> None:
         """Delete the claims found invalid, unless claimed again since they were read."""
