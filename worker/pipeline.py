@@ -92,6 +92,7 @@ class _Plan:
     forward: list[tuple[InputRecord, str]] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
     notices: list[tuple[InputRecord, Notice]] = field(default_factory=list)
+    claimants: dict[str, list[str]] = field(default_factory=dict)  # by noticed implicit id
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,7 @@ class BatchPipeline:
                 forward(self._topics.referrals, referrer, record, context)
                 for record, referrer in plan.forward
             ]
-            messages += self._notices(done, changes, now)
+            messages += self._notices(done, changes, now, plan.claimants)
             versions: dict[str, int] = {}
             for item in done:
                 messages += self._announce(item, versions, now, context, joined)
@@ -296,6 +297,8 @@ class BatchPipeline:
             holding = None if source_id is None else held[source_id]
             if is_implicit(found.target):
                 claimant = None if holding is None else holding.claimant
+                if holding is not None:
+                    plan.claimants[found.target] = [c.customer_id for c in holding.claims]
                 step = notice_step(
                     found.target, found.marker, f.MERGED_INTO, claimant, f.MERGED_BEFORE
                 )
@@ -310,13 +313,18 @@ class BatchPipeline:
             item.sources.append((record, found))
 
     def _notices(
-        self, done: list[_Work], changes: list[IdentityChange], now: str
+        self,
+        done: list[_Work],
+        changes: list[IdentityChange],
+        now: str,
+        claimants: dict[str, list[str]],
     ) -> list[OutMessage]:
         """Notices to send: to the implicit customer of every `source_id` claimed or
         released; from an implicit customer whose holder changed, to the old and new one;
         from one that changed while held, to its holder (to show the change); from one
         that saw a redelivery (its batch may have stopped before its notices were sent),
-        to its holder and the one before."""
+        to its holder and the ones before; from one that looked again, also to every
+        claimant (one may have seen the claims between two changes, and show them still)."""
         topic = self._topics.referrals
         sent: dict[tuple[str, str], OutMessage] = {}
         for change in changes:
@@ -340,6 +348,7 @@ class BatchPipeline:
                 for step, letter in zip(item.steps, letters, strict=True)
             ):  # any write may change what the holder shows, visible here or not
                 told = [holder]
+            told += claimants.get(item.customer_id, [])
             for customer in told:
                 if customer is not None:
                     sent[customer, ""] = notice(topic, customer, item.customer_id, now)
