@@ -22,18 +22,13 @@ async def _fold(redis: "Redis", prefix: str, seed: int, count: int, every_change
     events = Generator(rng, CUSTOMERS).events(count)
     harness = Harness(redis, f"{prefix}-{uuid.uuid4().hex[:8]}", every_change)
     order = delivery_order(rng, events, duplicates=0.2, parse_us=parse_time_us)
-    position = 0
-    while position < len(order):
-        size = rng.choice([1, 2, 5, 17, 64])
-        await harness.deliver(order[position : position + size])
-        position += size
+    await harness.deliver_in_batches(order, rng)
 
     expected = reference_records(events)
-    published = harness.publisher.updates()
     for customer, record in expected.items():
         state = await harness.store.state(customer)
         assert render(customer, state) == record, f"stored record of {customer}, seed {seed}"
-        last = max(published[customer], key=lambda m: int(dict(m.headers)["version"]))
+        last = harness.publisher.last(customer)
         assert int(dict(last.headers)["version"]) == int(state["v"])
         shown = None if last.value is None else json.loads(last.value)["data"]["customer"]
         assert shown == record, f"last published record of {customer}, seed {seed}"

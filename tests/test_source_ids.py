@@ -299,13 +299,12 @@ async def test_an_implicit_customer_is_merged_into_the_customer_claiming_its_sou
     merged = await customer_view(harness.store, implicit)
     assert (merged.record, merged.merged_into) == (None, "c1")
 
-    published = harness.publisher.updates()
-    tombstone = max(published[implicit], key=lambda m: int(dict(m.headers)["version"]))
+    tombstone = harness.publisher.last(implicit)
     headers = {name: value.decode() for name, value in tombstone.headers}
     assert tombstone.value is None
     assert headers["ce_type"] == "customer.merged"
     assert headers["merged_into"] == "c1"
-    last = max(published["c1"], key=lambda m: int(dict(m.headers)["version"]))
+    last = harness.publisher.last("c1")
     assert json.loads(last.value or b"")["data"]["customer"] == survivor.record
 
     # Later references resolve to the survivor, and count there.
@@ -333,9 +332,8 @@ async def test_when_the_holder_lets_go_the_implicit_customer_shows_again(
     survivor = await customer_view(harness.store, "c1")
     assert survivor.record is not None
     assert survivor.record["summary"]["orders"]["total_amount"] == 500
-    published = harness.publisher.updates()
     for customer, view in ((implicit, back), ("c1", survivor)):
-        last = max(published[customer], key=lambda m: int(dict(m.headers)["version"]))
+        last = harness.publisher.last(customer)
         assert json.loads(last.value or b"")["data"]["customer"] == view.record
 
 
@@ -348,14 +346,13 @@ async def test_erasing_a_merged_implicit_customer_publishes_its_erasure(
     erase = _by_source_id(event("customer.erase", "-", None, time=at(9)), "ann@example.com")
     await harness.deliver([erase])
 
-    published = harness.publisher.updates()
-    last = max(published[implicit], key=lambda m: int(dict(m.headers)["version"]))
+    last = harness.publisher.last(implicit)
     assert last.value is None
     assert dict(last.headers)["ce_type"] == b"customer.erased"
     survivor = await customer_view(harness.store, "c1")
     assert survivor.record is not None
     assert survivor.record["summary"]["orders"]["total_amount"] == 500  # its own order only
-    shown = max(published["c1"], key=lambda m: int(dict(m.headers)["version"]))
+    shown = harness.publisher.last("c1")
     assert json.loads(shown.value or b"")["data"]["customer"] == survivor.record
 
 
@@ -367,19 +364,14 @@ async def _fold(redis: Redis, prefix: str, seed: int, count: int) -> None:
     events = Generator(rng, CUSTOMERS, source_ids=SOURCE_IDS).events(count)
     harness = _harness(redis, prefix)
     order = delivery_order(rng, events, duplicates=0.2, parse_us=parse_time_us)
-    position = 0
-    while position < len(order):
-        size = rng.choice([1, 2, 5, 17, 64])
-        await harness.deliver(order[position : position + size])
-        position += size
+    await harness.deliver_in_batches(order, rng)
 
-    published = harness.publisher.updates()
     for customer, record in reference_records(events).items():
         view = await customer_view(harness.store, customer)
         assert view.record == record, f"record of {customer}, seed {seed}"
         if not view.version:
             continue
-        last = max(published[customer], key=lambda m: int(dict(m.headers)["version"]))
+        last = harness.publisher.last(customer)
         assert int(dict(last.headers)["version"]) == view.version, f"{customer}, seed {seed}"
         shown = None if last.value is None else json.loads(last.value)["data"]["customer"]
         assert shown == record, f"last published record of {customer}, seed {seed}"

@@ -3,6 +3,7 @@
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from random import Random
 from typing import Any
 
 from redis.asyncio import Redis
@@ -46,6 +47,10 @@ class RecordingPublisher:
             if message.topic == Topics().customer_updated and message.key is not None:
                 by_customer.setdefault(message.key.decode(), []).append(message)
         return by_customer
+
+    def last(self, customer_id: str) -> OutMessage:
+        """The customer's update with the highest version (what downstream keeps)."""
+        return max(self.updates()[customer_id], key=lambda m: int(dict(m.headers)["version"]))
 
 
 def topic_of(event: dict[str, Any]) -> str:
@@ -99,6 +104,14 @@ class Harness:
     ) -> None:
         """One batch of events (dicts are encoded, bytes sent as they are)."""
         await self._process(self.records_of(batch, topic))
+
+    async def deliver_in_batches(self, order: Sequence[dict[str, Any]], rng: Random) -> None:
+        """The events in this order, cut into batches of randomly chosen sizes."""
+        position = 0
+        while position < len(order):
+            size = rng.choice([1, 2, 5, 17, 64])
+            await self.deliver(order[position : position + size])
+            position += size
 
     def records_of(
         self, batch: Sequence[dict[str, Any] | bytes], topic: str | None = None
