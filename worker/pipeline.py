@@ -303,9 +303,7 @@ class BatchPipeline:
                     found.target, found.marker, f.MERGED_INTO, claimant, f.MERGED_BEFORE
                 )
             else:
-                view = None
-                if holding and holding.claimant == found.target and holding.implicit_exists:
-                    view = f"{holding.source_id}|{holding.implicit_token}"
+                view = None if holding is None else holding.joined_by(found.target)
                 step = notice_step(found.target, found.marker, f.JOINED, view)
             steps.append((item, step, record, found))
         for item, step, record, found in steps:
@@ -363,15 +361,14 @@ class BatchPipeline:
         wanted: dict[str, str] = {}
         found: dict[str, dict[str, str]] = {}
         for item in done:
-            implicit = joined_implicit(item.state.fields)
-            if implicit is None:
+            joined = joined_implicit(item.state.fields)
+            if joined is None:
                 continue
+            implicit, token = joined
             wanted[item.customer_id] = implicit
             if implicit in plan.work:
                 found[implicit] = plan.work[implicit].state.fields
-            elif (cached := self._cache.peek(implicit)) is not None and cached.write_token == (
-                item.state.fields[f.JOINED].rpartition("|")[2]
-            ):
+            elif (cached := self._cache.peek(implicit)) is not None and cached.write_token == token:
                 found[implicit] = cached.fields
         unread = sorted({i for i in wanted.values() if i not in found})
         if unread:

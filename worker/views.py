@@ -34,7 +34,7 @@ async def customer_view(store: CustomerStore, customer_id: str) -> View:
         holding = await store.index.holding(orjson.loads(own))
         if is_implicit(customer_id) and holding.claimant is not None:
             return View(version, None, holding.claimant)
-        if holding.claimant == customer_id and holding.implicit_exists:
+        if holding.joined_by(customer_id) is not None:
             other = await store.state(holding.implicit_id)
             joined = joined_fields(fields, other)
             if joined is not None:

@@ -56,16 +56,17 @@ def identity_change(state: CustomerState, folded: Folded) -> IdentityChange | No
     return IdentityChange(state.customer_id, claim, releases)
 
 
-def joined_implicit(stored: dict[str, str]) -> str | None:
+def joined_implicit(stored: dict[str, str]) -> tuple[str, str] | None:
     """The implicit customer whose fields an explicit customer's record shows joined to
-    its own: the one `JOINED` names, if it is still the one of the record's `source_id`."""
+    its own, and the write token it was told of: the one `JOINED` names, if it is still
+    the one of the record's `source_id`."""
     view = stored.get(f.JOINED)
     if view is None:
         return None
-    source_id = view.rpartition("|")[0]
+    source_id, _, token = view.rpartition("|")
     if stored.get(f.SOURCE_ID) != orjson.dumps(source_id).decode():
         return None
-    return implicit_customer_id(source_id)
+    return implicit_customer_id(source_id), token
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,14 @@ class Holding:
         held = holder(self.claims)
         return None if held is None else held.customer_id
 
+    def joined_by(self, customer_id: str) -> str | None:
+        """What an explicit customer's `JOINED` is to say (`source_id|implicit write
+        token`): it shows the implicit customer if it holds the `source_id` and the
+        implicit customer has a record; None: it shows its own fields alone."""
+        if self.claimant != customer_id or not self.implicit_exists:
+            return None
+        return f"{self.source_id}|{self.implicit_token}"
+
     @property
     def holder(self) -> str | None:
         """The customer the `source_id` resolves to (None: nobody)."""
