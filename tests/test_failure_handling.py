@@ -1,21 +1,26 @@
 """Failures that are not bad input: retried with backoff, never dead-lettered, never lost."""
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaTimeoutError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from tests.conftest import running
 from tests.support.bus import Bus
 from tests.support.events import at, event
 from tests.support.pipeline_harness import Harness
 from worker.domain.fold import Commit
 from worker.messages import OutMessage
-from worker.pipeline import BatchPipeline
+from worker.pipeline import AppliedBatch, BatchPipeline
+from worker.settings import Settings
 from worker.store.customer_store import CustomerStore, Stale, Written
 
 
@@ -124,6 +129,49 @@ async def test_an_unexpected_error_rewinds_the_batch_instead_of_losing_it(
     await bus.wait_for(lambda: 2 in bus.updates.versions("c5"), what="the next batch")
     assert calls["n"] >= 2
     assert await store.version("c5") == 2
+
+
+async def test_shutdown_publishes_and_commits_the_batch_in_flight(
+    settings: Settings, bus: Bus, monkeypatch: Any
+) -> None:
+    """Shutdown (SIGTERM) while a batch is being published: the worker finishes it and
+    commits it before the consumer stops, and then exits. A commit that starts after the
+    consumer stopped is retried by aiokafka forever: the process hung on SIGTERM."""
+    real = BatchPipeline.publish
+    publishing = asyncio.Event()
+
+    async def slow_publish(self: BatchPipeline, applied: AppliedBatch) -> Any:
+        publishing.set()
+        await asyncio.sleep(1.0)  # still publishing when the shutdown begins
+        return await real(self, applied)
+
+    real_commit = AIOKafkaConsumer.commit
+    late_commits: list[object] = []
+
+    async def watched_commit(self: AIOKafkaConsumer, offsets: Any = None) -> None:
+        if self._closed:  # the race of the hang: in flight while the consumer closes
+            late_commits.append(offsets)
+        await real_commit(self, offsets)
+
+    monkeypatch.setattr(BatchPipeline, "publish", slow_publish)
+    monkeypatch.setattr(AIOKafkaConsumer, "commit", watched_commit)
+    worker = running(settings)
+    await worker.__aenter__()
+    try:
+        await bus.send(event("customer.create", "c7", {"name": "Last"}, time=at(1)))
+        await asyncio.wait_for(publishing.wait(), 30)
+    finally:
+        await asyncio.wait_for(worker.__aexit__(None, None, None), 20)
+
+    await bus.wait_for(lambda: bus.updates.versions("c7") == [1], what="the batch's update")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.group_id)
+    finally:
+        await admin.close()
+    assert sum(meta.offset for meta in committed.values() if meta.offset > 0) == 1
+    assert late_commits == []
 
 
 async def test_a_customer_whose_keys_redis_rejects_does_not_hold_back_the_others(

@@ -80,6 +80,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._pipeline: BatchPipeline | None = None
         self._tail: asyncio.Task[None] | None = None
+        self._draining = False
         self.pause = FailurePause(health, settings.retry_max_seconds)
         self._collection = CollectionPolicy()
 
@@ -133,11 +134,29 @@ class Worker:
         self._collection.started()
         self._health.started = True
 
+    async def drain(self) -> None:
+        """Shutdown begins (before the consumer stops): from now on every batch is published
+        and committed before its handler returns, and the batch in flight is waited for.
+
+        FastStream stops the consumer as soon as the last handler has returned. A commit
+        that starts after that never ends: aiokafka retries it against a coordinator that
+        is gone. Not popped here: a failed batch must still stop the next one from
+        committing past it (`handle`).
+        """
+        self._draining = True
+        if self._tail is not None:
+            await asyncio.wait([self._tail])
+
     async def stop(self) -> None:
-        """Finish the last batch, flush and close the connections."""
+        """Finish the last batch, flush and close the connections. A batch still unfinished
+        after the graceful timeout is given up: it is applied, and uncommitted, so it is
+        redelivered and deduplicated."""
         self._health.started = False
         self._collection.stopped()
-        await self._previous_batch()
+        try:
+            await asyncio.wait_for(self._previous_batch(), self._settings.graceful_timeout_seconds)
+        except TimeoutError:
+            log.warning("the last batch was not committed in time; it will be redelivered")
         if self._producer is not None:
             await self._producer.stop()
         await self._redis.aclose()
@@ -163,6 +182,8 @@ class Worker:
             rewind(consumer, [*failure.records, *records])
             raise BatchAbandoned("the previous batch failed; both were rewound") from failure
         self._tail = asyncio.create_task(self._complete(applied, consumer))
+        if self._draining:
+            await self._previous_batch()
 
     async def _previous_batch(self) -> None:
         """Wait for the previous batch's publish and commit (raises PublishFailed)."""
@@ -291,5 +312,6 @@ def build_app(settings: Settings, tracing: Tracing | None = None) -> AsgiFastStr
         asyncapi_path="/docs/asyncapi",
         specification=ContractAsyncAPI(broker, topics),
         on_startup=[worker.start],
+        on_shutdown=[worker.drain],
         after_shutdown=[worker.stop],
     )
