@@ -21,8 +21,11 @@ Semantics (DESIGN.md sections 3 and 4, plus the project's decisions where it is 
   customers are in conflict; with none, the implicit
   customer holds it if it has a record. An implicit customer with a record whose
   source_id an explicit customer holds is merged into it: its record is ``None`` and its
-  events (after its own erases; the holder's erases do not touch them) count for the
-  holder as if they were the holder's.
+  events (after its own erases; the holder's erase reaches them only as below) count for
+  the holder as if they were the holder's.
+* erasing a customer with an explicit id at time T also erases, at T, the implicit customer
+  of every source_id its own profile events dated up to T set: a later event naming that
+  source_id starts a fresh implicit customer.
 """
 
 from __future__ import annotations
@@ -219,7 +222,28 @@ def _by_customer(events: Iterable[dict[str, Any]]) -> dict[str, list[_Event]]:
             referrer = ev.data["referrer_id"]
             if referrer != ev.subject:  # a self-referral is still one event for that customer
                 by_customer[referrer].append(ev)
+    for cid, evs in list(by_customer.items()):
+        for erase in [e for e in evs if e.type == ERASE and e.subject == cid]:
+            for source_id in _named_before(cid, evs, erase.time_us):
+                implicit = _implicit_id(source_id)
+                if implicit != cid:
+                    by_customer[implicit].append(
+                        _Event(erase.time_us, f"erase:{cid}", "reference", ERASE, implicit, {})
+                    )
     return by_customer
+
+
+def _named_before(cid: str, events: list[_Event], time_us: int) -> set[str]:
+    """The source_ids that `cid`'s own profile events dated up to `time_us` set: erasing
+    the customer also erases, up to then, the implicit customers of those."""
+    return {
+        e.data["source_id"]
+        for e in events
+        if e.subject == cid
+        and e.type in PROFILE_EVENT_TYPES
+        and e.time_us <= time_us
+        and isinstance(e.data.get("source_id"), str)
+    }
 
 
 def reference_records(

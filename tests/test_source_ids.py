@@ -356,6 +356,50 @@ async def test_erasing_a_merged_implicit_customer_publishes_its_erasure(
     assert json.loads(shown.value or b"")["data"]["customer"] == survivor.record
 
 
+@pytest.mark.parametrize("order", ["as dated", "erase first"])
+async def test_erasing_the_holder_erases_what_it_was_known_by(
+    redis: Redis, scratch_prefix: str, order: str
+) -> None:
+    """The erase of c1 also erases the implicit customer of the source_id its erased
+    events set (whether they arrive before or after the erase); an event dated after
+    the erase that names the source_id starts a fresh implicit customer."""
+    harness = _harness(redis, scratch_prefix)
+    story = _merge_story()
+    erase = event("customer.erase", "c1", None, time=at(9))
+    for item in [*story, erase] if order == "as dated" else [erase, *story]:
+        await harness.deliver([item])
+    implicit = implicit_customer_id("ann@example.com")
+    assert (await customer_view(harness.store, "c1")).record is None
+    assert (await customer_view(harness.store, implicit)).record is None
+    assert await _holder(harness, "ann@example.com") == (None, [])
+    assert harness.publisher.last(implicit).value is None
+
+    later = event("order.paid", "-", {"order_id": "o9", "amount": 3}, time=at(10))
+    await harness.deliver([_by_source_id(later, "ann@example.com")])
+    fresh = await customer_view(harness.store, implicit)
+    assert fresh.record is not None
+    assert fresh.record["summary"]["orders"]["total_amount"] == 3  # nothing from before
+    assert fresh.record == reference_records([*story, erase, later])[implicit]
+    assert await _holder(harness, "ann@example.com") == (implicit, [])
+
+
+async def test_an_erasure_lost_in_a_crash_is_sent_again_by_the_redelivered_erase(
+    redis: Redis, scratch_prefix: str
+) -> None:
+    prefix = f"{scratch_prefix}-erasure"
+    first = Harness(redis, prefix)
+    await first.deliver(_merge_story())
+    erase = event("customer.erase", "c1", None, time=at(9))
+    await first.pipeline.apply(first.records_of([erase]))  # the worker dies before publishing
+    implicit = implicit_customer_id("ann@example.com")
+    assert (await customer_view(first.store, implicit)).record is not None
+
+    second = Harness(redis, prefix)
+    await second.deliver([erase])  # the uncommitted erase again, now a duplicate
+    assert (await customer_view(second.store, implicit)).record is None
+    assert (await customer_view(second.store, "c1")).record is None
+
+
 # ----------------------------------------------------------------------------- any order
 
 

@@ -34,11 +34,11 @@ from worker.domain.fold import Commit, CustomerState, Folded, FoldLimits, fold
 from worker.domain.identity import IdentityChange, identity_change, joined_implicit
 from worker.domain.merge import joined_fields
 from worker.domain.record import RenderedRecord
-from worker.domain.steps import Step, notice_step, referrer_step_of, step_of
+from worker.domain.steps import Step, erasure_step, notice_step, referrer_step_of, step_of
 from worker.intake import Intake
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter, forward
 from worker.metrics import OUTCOMES, Metrics
-from worker.notices import Notice, is_notice, notice, read_notice
+from worker.notices import Notice, erasure, is_notice, notice, read_notice
 from worker.publisher import Publisher
 from worker.record_cache import RecordCache
 from worker.records import InputRecord
@@ -235,6 +235,11 @@ class BatchPipeline:
                 found = read_notice(record.value)
                 if found is None:
                     plan.dead.append((record, Rejection("InvalidNotice", "not an identity notice")))
+                elif found.erased_until is not None:
+                    item = self._work_of(plan, found.target)
+                    step = erasure_step(found.target, found.marker, found.erased_until)
+                    item.steps.append(step)
+                    item.sources.append((record, found))
                 else:
                     plan.notices.append((record, found))
                 continue
@@ -325,6 +330,11 @@ class BatchPipeline:
         claimant (one may have seen the claims between two changes, and show them still)."""
         topic = self._topics.referrals
         sent: dict[tuple[str, str], OutMessage] = {}
+        for item in done:
+            for source_id, until in _erasures(item):
+                sent[source_id, str(until)] = erasure(
+                    topic, source_id, until, item.customer_id, now
+                )
         for change in changes:
             claimed = () if change.claim is None else (change.claim[0],)
             for source_id in (*change.releases, *claimed):
@@ -598,6 +608,23 @@ class BatchPipeline:
         self._published.update(versions)
         while len(self._published) > _MAX_CONFIRMATIONS:
             del self._published[next(iter(self._published))]
+
+
+def _erasures(item: _Work) -> list[tuple[str, int]]:
+    """The implicit customers (by source_id) an explicit customer's erase reaches, and
+    the erase's time: sent when the batch erased it, or saw an event dated before its
+    erase (which may name a source_id, or be a redelivery whose batch stopped before its
+    erasures were sent)."""
+    fields = item.state.fields
+    named = fields.get(f.ERASED_SOURCE_IDS)
+    if named is None:
+        return []
+    assert item.folded is not None
+    until = int(fields[f.ERASED_UNTIL])
+    for step, letter in zip(item.steps, item.folded.letters, strict=True):
+        if letter == "I" or (step.micros <= until and (letter == "D" or step.erases)):
+            return [(source_id, until) for source_id in orjson.loads(named)]
+    return []
 
 
 def _event_or_none(decoded: AnyInputEvent | Rejection) -> AnyInputEvent | None:

@@ -19,6 +19,7 @@ PREVIOUS_SOURCE_IDS = "sp"  # JSON list of the last source_ids it had: to releas
 JOINED = "jn"  # an explicit customer's: "<source_id>|<version>" of the implicit one it shows
 MERGED_INTO = "mi"  # an implicit customer's: the explicit customer holding its source_id
 MERGED_BEFORE = "mb"  # an implicit customer's: JSON list of the last ones that held it before
+ERASED_SOURCE_IDS = "es"  # an explicit customer's: JSON list, source_ids named before its erase
 #: Bookkeeping of layout 1 that layout 2 does not keep (removed by the migration).
 LEGACY_BOOKKEEPING = frozenset({"dn", "ln", "lo"})
 
@@ -36,6 +37,7 @@ BOOKKEEPING = frozenset(
         JOINED,
         MERGED_INTO,
         MERGED_BEFORE,
+        ERASED_SOURCE_IDS,
         *LEGACY_BOOKKEEPING,
     }
 )

@@ -524,6 +524,21 @@ class _Fold:
             return refused.letter
         return None
 
+    def named_until(self, micros: int, pending: Sequence[tuple[int, bytes]]) -> list[str]:
+        """The source_ids the customer's events dated up to `micros` set: those of the
+        replay log and this fold's, and the register's own if it is that old."""
+        named = [
+            source_id
+            for entry_micros, encoded in (*(self.logged or ()), *pending)
+            if entry_micros <= micros
+            for source_id in _named_source_ids(orjson.loads(encoded)["o"])
+        ]
+        stamp = self.stamp_of(f.SOURCE_ID)
+        current = self.fields.get(f.SOURCE_ID)
+        if current is not None and stamp is not None and stamp[0] <= micros:
+            named.append(orjson.loads(current))
+        return named
+
     def erase(self, micros: int, pending: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         """Wipe everything but bookkeeping and markers; returns the logged events dated after
         the erase (those of the log and this fold's), to fold again."""
@@ -631,6 +646,7 @@ def _fold(
     new_markers: dict[str, int] = {}
     pending, last_applied, republish_for, erase_cut, refold_refused = False, 0, -1, None, 0
     beyond_log = False
+    explicit = not is_implicit(state.customer_id)
     for index, step in enumerate(steps):
         marker = step.marker
         marker_field = f.MARKER + marker
@@ -657,12 +673,16 @@ def _fold(
                         pending = False
         elif step.micros <= erased_until:
             letter = "I"
+            if explicit:
+                _book_erased(w, _named_source_ids(step.ops))
         else:
             w.event_changed = False
             refold: list[tuple[int, bytes]] = []
             erasing = step.erases
             if erasing:
                 beyond_log = beyond_log or _beyond_log(w.fields, step.micros, limits, state)
+                if explicit:
+                    _book_erased(w, w.named_until(step.micros, log))
                 refold = w.erase(step.micros, log)
                 erased_until = step.micros
                 erase_cut = step.micros
@@ -711,7 +731,7 @@ def _fold(
     if erase_cut is not None:
         log = [entry for entry in log if entry[0] > erase_cut]
     fields = w.fields
-    if not is_implicit(state.customer_id):
+    if explicit:
         _book_claim(w)
     age_cut, trim, log = _bound_log(w, state, limits, log)
     commit = None
@@ -768,6 +788,24 @@ def _book_claim(w: _Fold) -> None:
     if claimed is not None:
         w.book(f.PREVIOUS_SOURCE_IDS, _remembered(fields.get(f.PREVIOUS_SOURCE_IDS), claimed))
     w.book(f.CLAIMED, current)
+
+
+def _named_source_ids(ops: Sequence[Sequence[Any]]) -> list[str]:
+    """The source_ids an event's operations set (a profile write of `source_id`)."""
+    return [
+        orjson.loads(op[2])
+        for op in ops
+        if op[0] == "S" and op[1] == f.SOURCE_ID and op[2] is not None
+    ]
+
+
+def _book_erased(w: _Fold, named: Iterable[str]) -> None:
+    """Remember the source_ids an explicit customer's erased events named: its erase
+    reaches their implicit customers too (see `worker.notices.erasure`)."""
+    for source_id in named:
+        kept = w.fields.get(f.ERASED_SOURCE_IDS)
+        if kept is None or source_id not in orjson.loads(kept):
+            w.book(f.ERASED_SOURCE_IDS, _remembered(kept, source_id))
 
 
 def _beyond_log(

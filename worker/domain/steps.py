@@ -83,6 +83,12 @@ def notice_step(
     return Step(customer_id, marker, 0, (["N", field, value, before],))
 
 
+def erasure_step(customer_id: str, marker: str, micros: int) -> Step:
+    """Erase the customer up to `micros`: an implicit customer, for an explicit customer
+    erased then whose erased events named its `source_id`."""
+    return Step(customer_id, marker, micros, (["E"],))
+
+
 def marker_of(event: AnyInputEvent) -> str:
     """Dedup key and stamp tie-breaker: id, then source (ids hold no control characters)."""
     return f"{event.id}\n{event.source}"
