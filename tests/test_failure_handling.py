@@ -2,7 +2,7 @@
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -138,10 +138,8 @@ async def test_shutdown_publishes_and_commits_the_batch_in_flight(
     commits it before the consumer stops, and then exits. A commit that starts after the
     consumer stopped is retried by aiokafka forever: the process hung on SIGTERM."""
     real = BatchPipeline.publish
-    publishing = asyncio.Event()
 
     async def slow_publish(self: BatchPipeline, applied: AppliedBatch) -> Any:
-        publishing.set()
         await asyncio.sleep(1.0)  # still publishing when the shutdown begins
         return await real(self, applied)
 
@@ -153,25 +151,72 @@ async def test_shutdown_publishes_and_commits_the_batch_in_flight(
             late_commits.append(offsets)
         await real_commit(self, offsets)
 
-    monkeypatch.setattr(BatchPipeline, "publish", slow_publish)
     monkeypatch.setattr(AIOKafkaConsumer, "commit", watched_commit)
+    await _stop_while_publishing(settings, bus, "c7", slow_publish, monkeypatch)
+
+    await bus.wait_for(lambda: bus.updates.versions("c7") == [1], what="the batch's update")
+    assert await _committed(settings) == 1
+    assert late_commits == []
+
+
+async def test_shutdown_gives_up_a_batch_that_cannot_finish_and_it_is_redelivered(
+    settings: Settings, bus: Bus, store: CustomerStore, monkeypatch: Any
+) -> None:
+    """A batch whose publishing cannot finish (Kafka gone) does not hold the shutdown past
+    the graceful timeout; it stays uncommitted, so the next worker does it again."""
+    real = BatchPipeline.publish
+
+    async def stuck_publish(self: BatchPipeline, applied: AppliedBatch) -> Any:
+        await asyncio.Event().wait()
+
+    quick = settings.model_copy(update={"graceful_timeout_seconds": 2.0})
+    took = await _stop_while_publishing(quick, bus, "c8", stuck_publish, monkeypatch)
+    assert took < 10
+    assert await _committed(settings) == 0
+    assert bus.updates.last_or_none("c8") is None
+
+    monkeypatch.setattr(BatchPipeline, "publish", real)
+    async with running(settings):
+        await bus.wait_for(lambda: bus.updates.versions("c8") == [1], what="the redelivered batch")
+    assert await store.version("c8") == 1
+
+
+async def _stop_while_publishing(
+    settings: Settings,
+    bus: Bus,
+    customer: str,
+    publish: Callable[[BatchPipeline, AppliedBatch], Awaitable[Any]],
+    monkeypatch: Any,
+) -> float:
+    """Run the worker with `publish` in place of the pipeline's, send it one event and shut
+    it down as soon as it publishes; returns how long the shutdown took."""
+    publishing = asyncio.Event()
+
+    async def watched(self: BatchPipeline, applied: AppliedBatch) -> Any:
+        publishing.set()
+        return await publish(self, applied)
+
+    monkeypatch.setattr(BatchPipeline, "publish", watched)
     worker = running(settings)
     await worker.__aenter__()
     try:
-        await bus.send(event("customer.create", "c7", {"name": "Last"}, time=at(1)))
+        await bus.send(event("customer.create", customer, {"name": "Last"}, time=at(1)))
         await asyncio.wait_for(publishing.wait(), 30)
     finally:
+        started = asyncio.get_running_loop().time()
         await asyncio.wait_for(worker.__aexit__(None, None, None), 20)
+    return asyncio.get_running_loop().time() - started
 
-    await bus.wait_for(lambda: bus.updates.versions("c7") == [1], what="the batch's update")
+
+async def _committed(settings: Settings) -> int:
+    """The group's committed offsets, summed over the partitions."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.group_id)
     finally:
         await admin.close()
-    assert sum(meta.offset for meta in committed.values() if meta.offset > 0) == 1
-    assert late_commits == []
+    return sum(meta.offset for meta in committed.values() if meta.offset > 0)
 
 
 async def test_a_customer_whose_keys_redis_rejects_does_not_hold_back_the_others(

@@ -17,10 +17,11 @@ from tests.reference import parse_time_us, reference_holders, reference_records
 from tests.support.cli import run_cli
 from tests.support.events import at, event
 from tests.support.generate import Generator, delivery_order
-from tests.support.pipeline_harness import Harness
+from tests.support.pipeline_harness import FakeRecord, Harness
 from tests.support.services import Services
 from worker.domain.record import render
-from worker.settings import Settings
+from worker.notices import erasure
+from worker.settings import Settings, Topics
 from worker.views import customer_view
 
 CUSTOMERS = ["c1", "c2", "c3"]
@@ -398,6 +399,59 @@ async def test_an_erasure_lost_in_a_crash_is_sent_again_by_the_redelivered_erase
     await second.deliver([erase])  # the uncommitted erase again, now a duplicate
     assert (await customer_view(second.store, implicit)).record is None
     assert (await customer_view(second.store, "c1")).record is None
+
+
+def _erasure(source_id: str, until: str, by: str, target: str | None = None) -> FakeRecord:
+    """An erasure on the internal topic, as a worker (or a forger) would send it."""
+    message = erasure(Topics().referrals, source_id, 0, by, "2026-01-01T00:00:00Z")
+    value = json.loads(message.value or b"")
+    value["data"]["erased_until"] = until
+    if target is not None:
+        value["subject"] = target
+    return FakeRecord(
+        message.topic, 0, 10_000, message.key, json.dumps(value).encode(), message.headers
+    )
+
+
+def _micros(seconds: float) -> str:
+    return str(parse_time_us(at(seconds)))
+
+
+@pytest.mark.parametrize(
+    ("why", "source_id", "until", "by", "target"),
+    [
+        ("not erased", "ann@example.com", _micros(9), "c2", None),
+        ("erased before that time", "ann@example.com", _micros(10), "c1", None),
+        ("never named by it", "bob@example.com", _micros(9), "c1", None),
+        ("beyond the contract's times", "ann@example.com", "9" * 19, "c1", None),
+        ("an explicit target", "ann@example.com", _micros(9), "c1", "c2"),
+    ],
+)
+async def test_an_erasure_the_erased_record_does_not_confirm_is_dead_lettered(
+    redis: Redis,
+    scratch_prefix: str,
+    why: str,
+    source_id: str,
+    until: str,
+    by: str,
+    target: str | None,
+) -> None:
+    harness = _harness(redis, scratch_prefix)
+    bob = event("order.paid", "-", {"order_id": "o7", "amount": 1}, time=at(1))
+    create = event("customer.create", "c2", {"name": "B"}, time=at(5))
+    await harness.deliver([*_merge_story(), _by_source_id(bob, "bob@example.com"), create])
+    await harness.deliver([event("customer.erase", "c1", None, time=at(9))])
+    victim = target or implicit_customer_id(source_id)
+    before = await harness.store.state(victim)
+    harness.publisher.messages.clear()
+    forged = _erasure(source_id, until, by, target)
+    await harness.pipeline.process([forged])
+
+    (letter,) = harness.publisher.messages
+    assert letter.topic == Topics().dlq(Topics().referrals), why
+    assert dict(letter.headers)["x-error-class"] == b"InvalidNotice"
+    assert letter.value == forged.value  # the original bytes
+    assert await harness.store.state(victim) == before
 
 
 # ----------------------------------------------------------------------------- any order

@@ -81,6 +81,7 @@ class Worker:
         self._pipeline: BatchPipeline | None = None
         self._tail: asyncio.Task[None] | None = None
         self._draining = False
+        self._deadline = -1.0  # loop time by which shutdown gives up the batch in flight
         self.pause = FailurePause(health, settings.retry_max_seconds)
         self._collection = CollectionPolicy()
 
@@ -141,22 +142,20 @@ class Worker:
         FastStream stops the consumer as soon as the last handler has returned. A commit
         that starts after that never ends: aiokafka retries it against a coordinator that
         is gone. Not popped here: a failed batch must still stop the next one from
-        committing past it (`handle`).
+        committing past it (`handle`). The whole shutdown keeps to the graceful timeout.
         """
         self._draining = True
-        if self._tail is not None:
-            await asyncio.wait([self._tail])
+        self._deadline = asyncio.get_running_loop().time() + self._settings.graceful_timeout_seconds
+        await self._settle()
 
     async def stop(self) -> None:
-        """Finish the last batch, flush and close the connections. A batch still unfinished
-        after the graceful timeout is given up: it is applied, and uncommitted, so it is
-        redelivered and deduplicated."""
+        """Finish the last batch, flush and close the connections."""
         self._health.started = False
         self._collection.stopped()
-        try:
-            await asyncio.wait_for(self._previous_batch(), self._settings.graceful_timeout_seconds)
-        except TimeoutError:
-            log.warning("the last batch was not committed in time; it will be redelivered")
+        await self._settle()
+        tail, self._tail = self._tail, None
+        if tail is not None and tail.done() and not tail.cancelled() and tail.exception():
+            log.error("the last batch failed; it will be redelivered: %r", tail.exception())
         if self._producer is not None:
             await self._producer.stop()
         await self._redis.aclose()
@@ -184,6 +183,21 @@ class Worker:
         self._tail = asyncio.create_task(self._complete(applied, consumer))
         if self._draining:
             await self._previous_batch()
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight until the shutdown's deadline; then give it up: it
+        is applied but not committed, so it is redelivered and deduplicated."""
+        tail = self._tail
+        if tail is None:
+            return
+        now = asyncio.get_running_loop().time()
+        deadline = (
+            self._deadline if self._deadline >= 0 else now + self._settings.graceful_timeout_seconds
+        )
+        done, _ = await asyncio.wait([tail], timeout=max(0.0, deadline - now))
+        if not done:
+            tail.cancel()
+            log.warning("the batch in flight was not committed in time; it will be redelivered")
 
     async def _previous_batch(self) -> None:
         """Wait for the previous batch's publish and commit (raises PublishFailed)."""

@@ -30,7 +30,14 @@ from contracts.loyalty import ReferralCompleted
 from worker.domain import fields as f
 from worker.domain.clock import format_time
 from worker.domain.fields import visible_fields
-from worker.domain.fold import Commit, CustomerState, Folded, FoldLimits, fold
+from worker.domain.fold import (
+    Commit,
+    CustomerState,
+    Folded,
+    FoldLimits,
+    fold,
+    names_source_id,
+)
 from worker.domain.identity import IdentityChange, identity_change, joined_implicit
 from worker.domain.merge import joined_fields
 from worker.domain.record import RenderedRecord
@@ -93,6 +100,7 @@ class _Plan:
     links: list[Link] = field(default_factory=list)
     notices: list[tuple[InputRecord, Notice]] = field(default_factory=list)
     claimants: dict[str, list[str]] = field(default_factory=dict)  # by noticed implicit id
+    erasures: list[tuple[InputRecord, Notice]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +155,7 @@ class BatchPipeline:
         trace = self._tracing.begin(records, plan.links, started_ns)
         try:
             await self._retrier.run("redis", partial(self._noticed, plan))
+            await self._retrier.run("redis", partial(self._erasing, plan))
             done, rejected = await self._apply(list(plan.work.values()), trace)
             changes = await self._identities(done)
             joined = await self._retrier.run("redis", partial(self._joined, done, plan))
@@ -235,11 +244,8 @@ class BatchPipeline:
                 found = read_notice(record.value)
                 if found is None:
                     plan.dead.append((record, Rejection("InvalidNotice", "not an identity notice")))
-                elif found.erased_until is not None:
-                    item = self._work_of(plan, found.target)
-                    step = erasure_step(found.target, found.marker, found.erased_until)
-                    item.steps.append(step)
-                    item.sources.append((record, found))
+                elif found.erased_by is not None:
+                    plan.erasures.append((record, found))
                 else:
                     plan.notices.append((record, found))
                 continue
@@ -315,6 +321,27 @@ class BatchPipeline:
             item.steps.append(step)
             item.sources.append((record, found))
 
+    async def _erasing(self, plan: _Plan) -> None:
+        """Turn the batch's erasures into erase steps of their implicit customers, each
+        once the erased customer's record confirms it: erased up to then or later, and
+        keeping the `source_id` among those its erased events named. An erasure that
+        does not hold is dead-lettered."""
+        if not plan.erasures:
+            return
+        erased = await self._store.erased([found.erased_by or "" for _, found in plan.erasures])
+        steps, dead = [], []
+        for (record, found), (until, named) in zip(plan.erasures, erased, strict=True):
+            if until >= found.erased_until and found.source_id in named:
+                steps.append((record, found))
+            else:
+                why = "an erasure its erased customer's record does not confirm"
+                dead.append((record, Rejection("InvalidNotice", why)))
+        for record, found in steps:  # appended once all are known: this may be retried
+            item = self._work_of(plan, found.target)
+            item.steps.append(erasure_step(found.target, found.marker, found.erased_until))
+            item.sources.append((record, found))
+        plan.dead += dead
+
     def _notices(
         self,
         done: list[_Work],
@@ -329,12 +356,12 @@ class BatchPipeline:
         to its holder and the ones before; from one that looked again, also to every
         claimant (one may have seen the claims between two changes, and show them still)."""
         topic = self._topics.referrals
+        erasures = [
+            erasure(topic, source_id, until, item.customer_id, now)
+            for item in done
+            for source_id, until in _erasures(item)
+        ]
         sent: dict[tuple[str, str], OutMessage] = {}
-        for item in done:
-            for source_id, until in _erasures(item):
-                sent[source_id, str(until)] = erasure(
-                    topic, source_id, until, item.customer_id, now
-                )
         for change in changes:
             claimed = () if change.claim is None else (change.claim[0],)
             for source_id in (*change.releases, *claimed):
@@ -360,7 +387,7 @@ class BatchPipeline:
             for customer in told:
                 if customer is not None:
                     sent[customer, ""] = notice(topic, customer, item.customer_id, now)
-        return list(sent.values())
+        return erasures + list(sent.values())
 
     async def _joined(self, done: list[_Work], plan: _Plan) -> dict[str, dict[str, str]]:
         """The fields of the implicit customers the batch's explicit customers show joined
@@ -622,9 +649,13 @@ def _erasures(item: _Work) -> list[tuple[str, int]]:
     assert item.folded is not None
     until = int(fields[f.ERASED_UNTIL])
     for step, letter in zip(item.steps, item.folded.letters, strict=True):
-        if letter == "I" or (step.micros <= until and (letter == "D" or step.erases)):
-            return [(source_id, until) for source_id in orjson.loads(named)]
-    return []
+        if step.erases and step.micros <= until and letter in "AUD":
+            break  # this erase, applied or redelivered
+        if letter in "ID" and step.micros <= until and names_source_id(step):
+            break  # booked when it was ignored, maybe in a batch that stopped before
+    else:
+        return []
+    return [(source_id, until) for source_id in orjson.loads(named)]
 
 
 def _event_or_none(decoded: AnyInputEvent | Rejection) -> AnyInputEvent | None:

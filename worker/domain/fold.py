@@ -114,14 +114,18 @@ class CustomerState:
         "visible_bytes",
     )
 
-    def __init__(self, customer_id: str, fields: dict[str, str]) -> None:
+    def __init__(self, customer_id: str, fields: dict[str, str], *, capped: bool = True) -> None:
+        """`capped`: count what the caps bound (a pass over the fields); a state only
+        `replay` folds into, which has no caps, skips it."""
         self.customer_id = customer_id
         self.fields = fields
-        self.record_fields = sum(1 for name in fields if _counts_for_cap(name))
-        self.markers = sum(1 for name in fields if name[0] == "#")
-        self.visible_bytes = sum(
-            _size(name, value) for name, value in fields.items() if f.is_visible(name)
-        )
+        self.record_fields = self.markers = self.visible_bytes = 0
+        if capped:
+            self.record_fields = sum(1 for name in fields if _counts_for_cap(name))
+            self.markers = sum(1 for name in fields if name[0] == "#")
+            self.visible_bytes = sum(
+                _size(name, value) for name, value in fields.items() if f.is_visible(name)
+            )
         self._counted: dict[str, tuple[int, str]] | None = None
         self.rendered: object = None  # the pipeline's rendered record of these fields
         # The replay log as far as this worker knows it: its entries (None: unknown, as
@@ -582,7 +586,7 @@ def replay(
     marker), as events would be but with no caps, markers or bookkeeping: for a view of
     two customers' states together (`worker.domain.merge`). A sum leaving the exact
     range raises `ValueError`."""
-    w = _Fold(CustomerState("", fields), _UNBOUNDED, None)
+    w = _Fold(CustomerState("", fields, capped=False), _UNBOUNDED, None)
     for micros, marker, ops in items:
         w.ts, w.t, w.m = str(micros), micros, marker
         w.touch()
@@ -797,6 +801,11 @@ def _named_source_ids(ops: Sequence[Sequence[Any]]) -> list[str]:
         for op in ops
         if op[0] == "S" and op[1] == f.SOURCE_ID and op[2] is not None
     ]
+
+
+def names_source_id(step: Step) -> bool:
+    """Whether an event sets a `source_id` (which its customer's erase then reaches)."""
+    return bool(_named_source_ids(step.ops))
 
 
 def _book_erased(w: _Fold, named: Iterable[str]) -> None:

@@ -43,6 +43,8 @@ def merged(own: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str]:
 def _operations(other: Mapping[str, str]) -> Iterator[tuple[int, str, Sequence[Any]]]:
     """The other state as primitive operations, each at the stamp it was applied with."""
     for name, raw in other.items():
+        if name[0] not in "@~":  # not a stamp, contribution or order: nothing to apply
+            continue
         if name.startswith(f.STAMP):
             register = name[len(f.STAMP) :]
             micros, _, marker = raw.partition("|")

@@ -8,6 +8,7 @@ from importlib.resources import files
 from itertools import chain
 from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
 
@@ -194,6 +195,19 @@ class CustomerStore:
             name: value for name, value in record.items() if name not in fields.LEGACY_BOOKKEEPING
         }
         return migrated | moved
+
+    async def erased(self, customer_ids: Sequence[str]) -> list[tuple[int, list[str]]]:
+        """Per customer: the time it is erased up to (-1: never) and the `source_id`s its
+        erased events named (one pipelined round trip)."""
+        wanted = [fields.ERASED_UNTIL, fields.ERASED_SOURCE_IDS]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                pipe.hmget(self._keys.record(customer_id), wanted)
+            found = await pipe.execute()
+        return [
+            (int(until or -1), [] if named is None else orjson.loads(named))
+            for until, named in found
+        ]
 
     async def logs(self, customer_ids: Sequence[str]) -> list[list[tuple[int, bytes]]]:
         """The customers' replay logs: (micros, step JSON), oldest first."""
