@@ -154,8 +154,10 @@ class Worker:
         self._collection.stopped()
         await self._settle()
         tail, self._tail = self._tail, None
-        if tail is not None and tail.done() and not tail.cancelled() and tail.exception():
-            log.error("the last batch failed; it will be redelivered: %r", tail.exception())
+        if tail is not None and tail.done() and not tail.cancelled():
+            error = tail.exception()  # retrieved, so that it is not reported unretrieved
+            if error is not None:
+                log.error("the last batch failed; it will be redelivered: %r", error)
         if self._producer is not None:
             await self._producer.stop()
         await self._redis.aclose()

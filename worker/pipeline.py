@@ -85,6 +85,11 @@ class _Work:
     folded: Folded | None = None
     guessed: bool = False  # `state` is the guess "no record", not read yet
 
+    def add(self, step: Step, source: tuple[InputRecord, "AnyInputEvent | Notice"]) -> None:
+        """One more step of the batch, with the input it comes from."""
+        self.steps.append(step)
+        self.sources.append(source)
+
 
 _Dead = tuple[InputRecord, Rejection]
 
@@ -264,8 +269,7 @@ class BatchPipeline:
             else:
                 plan.dead.append((record, Rejection("UnknownEventType", "not a referral")))
                 continue
-            self._work_of(plan, step.customer_id).steps.append(step)
-            plan.work[step.customer_id].sources.append((record, event))
+            self._work_of(plan, step.customer_id).add(step, (record, event))
         return plan
 
     def _work_of(self, plan: _Plan, customer_id: str) -> _Work:
@@ -318,8 +322,7 @@ class BatchPipeline:
                 step = notice_step(found.target, found.marker, f.JOINED, view)
             steps.append((item, step, record, found))
         for item, step, record, found in steps:
-            item.steps.append(step)
-            item.sources.append((record, found))
+            item.add(step, (record, found))
 
     async def _erasing(self, plan: _Plan) -> None:
         """Turn the batch's erasures into erase steps of their implicit customers, each
@@ -337,9 +340,8 @@ class BatchPipeline:
                 why = "an erasure its erased customer's record does not confirm"
                 dead.append((record, Rejection("InvalidNotice", why)))
         for record, found in steps:  # appended once all are known: this may be retried
-            item = self._work_of(plan, found.target)
-            item.steps.append(erasure_step(found.target, found.marker, found.erased_until))
-            item.sources.append((record, found))
+            step = erasure_step(found.target, found.marker, found.erased_until)
+            self._work_of(plan, found.target).add(step, (record, found))
         plan.dead += dead
 
     def _notices(
