@@ -39,9 +39,9 @@ from worker.domain.fold import (
     names_source_id,
 )
 from worker.domain.identity import IdentityChange, identity_change, joined_implicit
-from worker.domain.merge import joined_fields
+from worker.domain.merge import JoinedView
 from worker.domain.record import RenderedRecord
-from worker.domain.steps import Step, erasure_step, notice_step, referrer_step_of, step_of
+from worker.domain.steps import Op, Step, erasure_step, notice_step, referrer_step_of, step_of
 from worker.intake import Intake
 from worker.messages import Cause, OutMessage, customer_updated, dead_letter, forward
 from worker.metrics import OUTCOMES, Metrics
@@ -591,22 +591,34 @@ class BatchPipeline:
         if f.CREATED_AT in state.fields:
             merged_into = state.fields.get(f.MERGED_INTO)
         other = (joined or {}).get(item.customer_id)
-        shown = None
+        view, shown, changes = rendered.view, None, None
+        rendered.view = None  # again once the record shows it
         if other is not None:
-            shown = joined_fields(state.fields, other)
-            if shown is None:
-                other = None
-                log.error("a joined record leaves the exact range", extra=_work_fields(item))
-        if shown is None and rendered.joined:
+            applied = _applied(item)
+            if view is not None and applied is not None:
+                before = state.write_token if folded.commit is None else folded.commit.expected
+                changes = view.advance((before, state.write_token), other, applied)
+            if changes is None:
+                view = JoinedView.of(state.fields, other)
+                if view is None:
+                    other = None
+                    log.error("a joined record leaves the exact range", extra=_work_fields(item))
+                else:
+                    shown = visible_fields(view.fields)
+        if other is None and rendered.joined:
             shown = visible_fields(state.fields)
         messages = []
         for snapshot in folded.snapshots:
             event = item.sources[snapshot.cause][1]
-            if shown is None:
+            if changes is not None:  # the join, moved on by the customer's own events
+                record, changed = rendered.apply(changes)
+                changes, rendered.view = {}, view
+            elif shown is None:
                 record, changed = rendered.apply(snapshot.changes, snapshot.wiped)
             else:
                 record, changed = rendered.show(shown)
                 rendered.joined = other is not None
+                rendered.view = view if other is not None else None
             messages.append(
                 customer_updated(
                     self._topics.customer_updated,
@@ -658,6 +670,19 @@ def _erasures(item: _Work) -> list[tuple[str, int]]:
     else:
         return []
     return [(source_id, until) for source_id in orjson.loads(named)]
+
+
+def _applied(item: _Work) -> list[tuple[int, str, tuple[Op, ...]]] | None:
+    """The customer's own events the fold applied (micros, marker, operations), to move
+    its join on with; None when one was an erase (then it is joined again)."""
+    assert item.folded is not None
+    applied = []
+    for step, letter in zip(item.steps, item.folded.letters, strict=True):
+        if letter in "AU" and not step.notice:
+            if step.erases:
+                return None
+            applied.append((step.micros, step.marker, step.ops))
+    return applied
 
 
 def _event_or_none(decoded: AnyInputEvent | Rejection) -> AnyInputEvent | None:

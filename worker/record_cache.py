@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Final
 
 from worker.domain.fold import CustomerState
+from worker.domain.record import RenderedRecord
 
 #: Memory of one stored field in a cached state beyond its characters: the dict entry and
 #: two string objects (measured on CPython 3.11 with the benchmark's records: ~200 bytes).
@@ -22,9 +23,14 @@ FIELD_OVERHEAD_BYTES: Final = 200
 
 
 def footprint(state: CustomerState) -> int:
-    """Estimated bytes a cached state holds: its fields, and its rendered record (about
-    as large as the visible fields' text)."""
-    return len(state.fields) * FIELD_OVERHEAD_BYTES + 2 * state.visible_bytes
+    """Estimated bytes a cached state holds: its fields, its rendered record (about as
+    large as the visible fields' text) and the join that record shows, if any (about as
+    large as the fields again)."""
+    size = len(state.fields) * FIELD_OVERHEAD_BYTES + 2 * state.visible_bytes
+    rendered = state.rendered
+    if isinstance(rendered, RenderedRecord) and rendered.view is not None:
+        size += len(rendered.view.fields) * FIELD_OVERHEAD_BYTES + state.visible_bytes
+    return size
 
 
 class RecordCache:
@@ -49,9 +55,14 @@ class RecordCache:
         return entry[0]
 
     def peek(self, customer_id: str) -> CustomerState | None:
-        """A customer's state, left in place (to read it, not to change it)."""
+        """A customer's state, left in place (to read it, not to change it), as the most
+        recently used: an implicit customer is read for its holder's every write, while
+        it is written far less often."""
         entry = self._entries.get(customer_id)
-        return None if entry is None else entry[0]
+        if entry is None:
+            return None
+        self._entries.move_to_end(customer_id)
+        return entry[0]
 
     def put(self, state: CustomerState) -> None:
         """Keep a customer's state (as the most recently used)."""

@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         default=None, description="SASL password (from a secret; never logged)."
     )
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        default="lz4",
+        default="zstd",
         description=(
             "Compression of the records the worker produces (customer.updated, dead "
             "letters, forwarded referrals)."

@@ -2,11 +2,11 @@
 progress, and reading what a consumer under test wrote."""
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -117,7 +117,7 @@ class UpdateTail:
     def _take(self, records: list[ConsumerRecord[bytes, bytes]], received: int) -> None:
         for record in records:
             if record.value is not None:
-                cause = json.loads(record.value)["data"]["cause"]["id"]
+                cause = orjson.loads(record.value)["data"]["cause"]["id"]
                 self.seen.append((cause, record.timestamp, received))
 
 

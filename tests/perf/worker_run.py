@@ -191,6 +191,8 @@ async def run_live(
     log(f"live: producing {rate:,.0f} events/s for {seconds:.0f}s")
     async with OffsetReader(settings.kafka_bootstrap_servers) as offsets:
         start = await offsets.ends(worker.outputs)
+    metrics_before = await worker.metrics()
+    redis_before = await RedisCounters.read(redis)
     produced_at: dict[str, list[int]] = defaultdict(list)
     producer = idempotent_producer(settings.kafka_bootstrap_servers, max_batch_size=16384)
     await producer.start()
@@ -213,8 +215,16 @@ async def run_live(
             await worker.drain()
             seen = list(tail.seen)
         usage = (await Usage.read(redis, worker.child.pid)).since(usage_before)
+        calls = (await RedisCounters.read(redis)).since(redis_before)
+        metrics = await worker.metrics()
     finally:
         await producer.stop()
+    batches = metrics.get("customer_worker_batch_size_count", 0.0) - metrics_before.get(
+        "customer_worker_batch_size_count", 0.0
+    )
+    records = metrics.get("customer_worker_batch_size_sum", 0.0) - metrics_before.get(
+        "customer_worker_batch_size_sum", 0.0
+    )
     to_output: list[float] = []
     to_reader: list[float] = []
     for cause, created, received in seen:
@@ -231,6 +241,13 @@ async def run_live(
         "achieved_rate": round(workload.records / produced_for, 1),
         "seconds": round(produced_for, 1),
         "outputs_matched": len(to_output),
+        "outputs": len(seen),
+        "batches": batches,
+        "records_per_batch": round(records / batches, 1) if batches else None,
+        "redis": {
+            **calls,
+            "script_commands_per_event": _ratio(calls["script_commands"], workload.records),
+        },
         "latency_ms_to_output_timestamp": percentiles(to_output, points),
         "latency_ms_to_reader": percentiles(to_reader, points),
         "cpu_seconds": usage,

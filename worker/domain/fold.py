@@ -581,11 +581,11 @@ _PRIMITIVES: dict[str, Callable[[_Fold, Sequence[Any]], None]] = {
 
 def replay(
     fields: dict[str, str], items: Iterable[tuple[int, str, Sequence[Sequence[Any]]]]
-) -> None:
+) -> set[str]:
     """Apply primitive operations to `fields` in place, each list at its stamp (micros,
     marker), as events would be but with no caps, markers or bookkeeping: for a view of
-    two customers' states together (`worker.domain.merge`). A sum leaving the exact
-    range raises `ValueError`."""
+    two customers' states together (`worker.domain.merge`); returns the visible fields
+    it changed. A sum leaving the exact range raises `ValueError`."""
     w = _Fold(CustomerState("", fields, capped=False), _UNBOUNDED, None)
     for micros, marker, ops in items:
         w.ts, w.t, w.m = str(micros), micros, marker
@@ -595,6 +595,7 @@ def replay(
                 _PRIMITIVES[op[0]](w, op)
         except _Refused as refused:
             raise ValueError("a merged sum leaves the exact range") from refused
+    return w.changed
 
 
 _UNBOUNDED: Final = FoldLimits(max_fields=2**62, max_bytes=2**62)

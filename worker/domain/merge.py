@@ -9,13 +9,14 @@ order they came in: each event counts once, because it was folded into one of th
 Nothing of it is stored; it is rendered.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from worker.domain import fields as f
-from worker.domain.fields import visible_fields
+from worker.domain.fields import is_visible, visible_fields
 from worker.domain.fold import replay
 from worker.domain.steps import CARD_TOTALS, SUMMED, contribution_field
 
@@ -23,10 +24,55 @@ from worker.domain.steps import CARD_TOTALS, SUMMED, contribution_field
 def joined_fields(own: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str] | None:
     """The visible fields of `own` and `other` joined (None: a sum would leave the exact
     range; then the record shows its own fields alone)."""
-    try:
-        return visible_fields(merged(own, other))
-    except ValueError:
-        return None
+    view = JoinedView.of(own, other)
+    return None if view is None else visible_fields(view.fields)
+
+
+@dataclass(slots=True)
+class JoinedView:
+    """Two customers' stored fields joined (`merged`), kept between batches with the
+    holder's rendered record, and the write tokens of the two states it joins. While the
+    other state stays the same, a later write of the holder's is replayed onto it instead
+    of joining again: the primitives commute, so that is the join of the new state."""
+
+    own_token: str
+    other_token: str
+    fields: dict[str, str]
+
+    @classmethod
+    def of(cls, own: Mapping[str, str], other: Mapping[str, str]) -> "JoinedView | None":
+        """The join of both states (None: a sum would leave the exact range)."""
+        try:
+            joined = merged(own, other)
+        except ValueError:
+            return None
+        kept = {name: value for name, value in joined.items() if not _unreplayed(name)}
+        return cls(own.get(f.WRITE_TOKEN, ""), other.get(f.WRITE_TOKEN, ""), kept)
+
+    def advance(
+        self,
+        own: tuple[str, str],
+        other: Mapping[str, str],
+        applied: Iterable[tuple[int, str, Sequence[Any]]],
+    ) -> dict[str, str | None] | None:
+        """Replay the holder's events applied since (micros, marker, operations), its write
+        token having moved from `own[0]` to `own[1]`; returns the visible fields changed
+        (None: the view is not of these states, or a sum left the exact range; then it
+        is spoiled and the states are joined again)."""
+        if self.own_token != own[0] or self.other_token != other.get(f.WRITE_TOKEN, ""):
+            return None
+        try:
+            changed = replay(self.fields, applied)
+        except ValueError:
+            return None
+        self.own_token = own[1]
+        return {name: self.fields.get(name) for name in changed if is_visible(name)}
+
+
+def _unreplayed(name: str) -> bool:
+    """Markers and bookkeeping: no primitive reads them, and none is shown (left out of a
+    kept view, which is then about the size of the visible fields and their stamps)."""
+    return name[0] == f.MARKER or name in f.BOOKKEEPING
 
 
 def merged(own: Mapping[str, str], other: Mapping[str, str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ import orjson
 
 from worker.domain import fields as f
 from worker.domain.clock import format_micros
+from worker.domain.merge import JoinedView
 
 JsonDict = dict[str, Any]
 Fields = Mapping[str, str]
@@ -252,13 +253,15 @@ class RenderedRecord:
     `changed` paths are the diff of those sections alone (derived fields included), and the
     record's JSON is assembled from the sections' bytes."""
 
-    __slots__ = ("_fragments", "_head", "_parts", "joined")
+    __slots__ = ("_fragments", "_head", "_parts", "joined", "view")
 
     def __init__(self, customer_id: str, state: Fields) -> None:
         self._head = b'{"id":' + orjson.dumps(customer_id) + b',"object":"customer"'
         self._parts = split(state)
-        #: Whether it shows another customer's fields joined to its own (`show`).
+        #: Whether it shows another customer's fields joined to its own (`show`), and
+        #: the join it shows, while that is known (else joined again).
         self.joined = False
+        self.view: JoinedView | None = None
         self._fragments = {
             name: _Fragments(name, render_part(self._parts.get(name, {})))
             for name, render_part in _RENDERERS.items()
