@@ -13,7 +13,7 @@ current snapshot is published again if its version may not have been published y
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -146,7 +146,9 @@ class BatchPipeline:
         self._fold_limits = fold_limits
         self._cache = cache
         self._tracing = tracing or Tracing(None, "")
-        self._published: dict[str, int] = {}
+        # Oldest first; an OrderedDict pops its oldest in O(1), where a dict's first key
+        # is found past the slots of every key deleted before it.
+        self._published: OrderedDict[str, int] = OrderedDict()
 
     async def process(self, records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
         """Handle the batch completely; returns the offsets to commit (last + 1)."""
@@ -226,13 +228,14 @@ class BatchPipeline:
     def _count(self, outcomes: list[_Work]) -> None:
         """Events by topic, type and outcome."""
         counts: Counter[tuple[str, str, str]] = Counter()
+        debug = log.isEnabledFor(logging.DEBUG)
         for item in outcomes:
             assert item.folded is not None
             for (record, event), letter in zip(item.sources, item.folded.letters, strict=True):
                 outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
                 if outcome_name is not None:
                     counts[record.topic, event.type, outcome_name] += 1
-                    if log.isEnabledFor(logging.DEBUG):
+                    if debug:
                         log.debug("event %s", outcome_name, extra=_event_fields(record, event))
         for labels, count in counts.items():
             self._metrics.events.labels(*labels).inc(count)
@@ -648,7 +651,7 @@ class BatchPipeline:
     def _remember(self, versions: dict[str, int]) -> None:
         self._published.update(versions)
         while len(self._published) > _MAX_CONFIRMATIONS:
-            del self._published[next(iter(self._published))]
+            self._published.popitem(last=False)
 
 
 def _erasures(item: _Work) -> list[tuple[str, int]]:
