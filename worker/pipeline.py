@@ -597,8 +597,7 @@ class BatchPipeline:
         view, shown, changes = rendered.view, None, None
         rendered.view = None  # again once the record shows it
         if other is not None:
-            applied = _applied(item)
-            if view is not None and applied is not None:
+            if view is not None and (applied := _applied(item)) is not None:
                 before = state.write_token if folded.commit is None else folded.commit.expected
                 changes = view.advance((before, state.write_token), other, applied)
             if changes is None:

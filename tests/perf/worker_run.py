@@ -219,12 +219,12 @@ async def run_live(
         metrics = await worker.metrics()
     finally:
         await producer.stop()
-    batches = metrics.get("customer_worker_batch_size_count", 0.0) - metrics_before.get(
-        "customer_worker_batch_size_count", 0.0
-    )
-    records = metrics.get("customer_worker_batch_size_sum", 0.0) - metrics_before.get(
-        "customer_worker_batch_size_sum", 0.0
-    )
+
+    def grown(series: str) -> float:
+        return metrics.get(series, 0.0) - metrics_before.get(series, 0.0)
+
+    batches = grown("customer_worker_batch_size_count")
+    records = grown("customer_worker_batch_size_sum")
     to_output: list[float] = []
     to_reader: list[float] = []
     for cause, created, received in seen:
