@@ -422,7 +422,9 @@ kafka_launch() {
 kafka_wait_ready() {
   local deadline=$((SECONDS + READY_TIMEOUT))
   while ((SECONDS < deadline)); do
-    if ! pid_alive "$KAFKA_PID" "$KAFKA_CONF" >/dev/null; then
+    # The launched PID, not its command line: right after the fork it is still this shell,
+    # before setsid/nohup exec java, so matching the config path there would read as an exit.
+    if ! running "$(tr -dc '0-9' <"$KAFKA_PID")"; then
       log "Kafka exited during start-up; last lines of $KAFKA_OUT and $KAFKA_LOG:"
       tail -n 15 "$KAFKA_OUT" "$KAFKA_LOG" >&2 2>/dev/null || true
       die "Kafka did not start (logs: $LOG_DIR)"
