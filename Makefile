@@ -1,7 +1,7 @@
 # customer-worker: the two commands of the README are `make run` and `make test`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup stack stack-down stack-wipe run test check lint typecheck format bench clean
+.PHONY: help setup native native-clean stack stack-down stack-wipe run test check lint typecheck format bench clean
 
 STACK := deploy/local-stack.sh
 UV = $(shell deploy/ensure-uv.sh)
@@ -11,8 +11,15 @@ WITH_STACK = eval "$$($(STACK) env)" &&
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
-setup: ## Install the locked dependencies into .venv (uv sync --frozen).
+setup: ## Install the locked dependencies into .venv (uv sync --frozen); compile the domain.
 	@$(UV) sync --frozen --quiet
+	@$(UV) run --frozen python deploy/native.py
+
+native: ## Compile worker.domain with mypyc if a source changed (make setup does it too).
+	@$(UV) run --frozen python deploy/native.py
+
+native-clean: ## Remove the compiled modules: the worker runs as pure Python.
+	@$(UV) run --frozen python deploy/native.py --clean
 
 stack: ## Start (or reuse) the local Kafka broker and Redis; create the topics.
 	@$(STACK) up
@@ -46,5 +53,5 @@ format: setup ## Apply ruff's formatting and fixes.
 bench: setup stack ## Measure throughput and latency (not a test; prints and writes JSON).
 	@$(WITH_STACK) $(UV) run --frozen python -m tests.perf
 
-clean: ## Remove caches (not the stack).
+clean: native-clean ## Remove caches and the compiled modules (not the stack).
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

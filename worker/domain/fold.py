@@ -326,8 +326,10 @@ class _Fold:
             self.newly_changed.append(name)
         self.event_changed = True
 
-    # Bookkeeping is written outside `apply` only, so never undone with an event.
-    book = assign
+    def book(self, name: str, value: str | None) -> str | None:
+        """Set a bookkeeping field: written outside `apply` only, so never undone with an
+        event. (A method, not an alias of `assign`: mypyc compiles no class-level alias.)"""
+        return self.assign(name, value)
 
     def add(self, name: str, delta: int) -> None:
         if delta:
