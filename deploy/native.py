@@ -73,7 +73,15 @@ def build() -> None:
             name="customer-worker-native",
             packages=[],
             ext_modules=mypycify(relative, opt_level="3", group_name=GROUP, target_dir=scratch),
-            script_args=["build_ext", "--inplace", "--build-temp", scratch, "--build-lib", scratch],
+            script_args=[
+                "--quiet",
+                "build_ext",
+                "--inplace",
+                "--build-temp",
+                scratch,
+                "--build-lib",
+                scratch,
+            ],
         )
     MANIFEST.write_text(
         json.dumps({"cache_tag": sys.implementation.cache_tag, "sources": digests()}, indent=1)

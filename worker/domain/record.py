@@ -277,7 +277,7 @@ class RenderedRecord:
         if not self.exists:
             return None
         fragments = self._fragments
-        tops = b",".join(fragment.top for fragment in fragments.values() if fragment.top)
+        tops = b",".join([fragment.top for fragment in fragments.values() if fragment.top])
         redemptions, orders = fragments[REDEMPTIONS].summary, fragments[ORDERS].summary
         return b'%s,%s,"summary":{"redemptions":{%s},"orders":{%s}}}' % (
             self._head,
