@@ -7,19 +7,20 @@ STACK := deploy/local-stack.sh
 UV = $(shell deploy/ensure-uv.sh)
 # Every command that talks to Kafka or Redis runs with the local stack's environment.
 WITH_STACK = eval "$$($(STACK) env)" &&
+NATIVE = $(UV) run --frozen python deploy/native.py
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 setup: ## Install the locked dependencies into .venv (uv sync --frozen); compile the domain.
 	@$(UV) sync --frozen --quiet
-	@$(UV) run --frozen python deploy/native.py
+	@$(NATIVE)
 
 native: ## Compile worker.domain with mypyc if a source changed (make setup does it too).
-	@$(UV) run --frozen python deploy/native.py
+	@$(NATIVE)
 
 native-clean: ## Remove the compiled modules: the worker runs as pure Python.
-	@$(UV) run --frozen python deploy/native.py --clean
+	@$(NATIVE) --clean
 
 stack: ## Start (or reuse) the local Kafka broker and Redis; create the topics.
 	@$(STACK) up

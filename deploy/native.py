@@ -2,7 +2,7 @@
 
 Why: the fold and the renderer are most of the worker's CPU per event, and compiled they
 cost less (see README, "Performance"). The Python sources stay the truth: a module compiled
-from an older source is refused at import (`worker.domain.stale_compiled`), so an edit
+from an older source is refused at import (`worker.native_manifest.stale_compiled`), so an edit
 followed by a plain `pytest` fails loudly instead of running the old code. Without the
 compiled modules the worker runs the same sources as pure Python.
 
@@ -16,7 +16,6 @@ Needs mypy and setuptools (the `native` dependency group) and a C compiler.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -24,39 +23,32 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the image's builder runs this before the project is installed
+
+from worker.native_manifest import (  # noqa: E402
+    MANIFEST_NAME,
+    compiled,
+    digests,
+    sources,
+    stale_compiled,
+)
+
 PACKAGE = ROOT / "worker" / "domain"
-MANIFEST = PACKAGE / "native.json"
+MANIFEST = PACKAGE / MANIFEST_NAME
 #: One shared library for the group, inside the package (not at the top level, where a
 #: wheel would not carry it).
 GROUP = "worker.domain.native"
 
 
-def sources() -> list[Path]:
-    """The modules compiled: every module of the package but its `__init__`, which stays
-    Python so that it can check the others before they are imported."""
-    return sorted(path for path in PACKAGE.glob("*.py") if path.name != "__init__.py")
-
-
-def digests() -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sources()}
-
-
-def compiled() -> list[Path]:
-    return sorted(PACKAGE.glob("*.so")) + sorted(PACKAGE.glob("*.pyd"))
-
-
 def fresh() -> bool:
     """The last build is of these sources, by this interpreter, and its modules are there."""
-    if not MANIFEST.exists() or not compiled():
+    if not compiled(PACKAGE) or stale_compiled(PACKAGE):
         return False
-    built = json.loads(MANIFEST.read_text())
-    return (
-        built.get("sources") == digests() and built.get("cache_tag") == sys.implementation.cache_tag
-    )
+    return json.loads(MANIFEST.read_text()).get("cache_tag") == sys.implementation.cache_tag
 
 
 def clean() -> None:
-    for path in [*compiled(), MANIFEST]:
+    for path in [*compiled(PACKAGE), MANIFEST]:
         path.unlink(missing_ok=True)
 
 
@@ -66,7 +58,7 @@ def build() -> None:
     from setuptools import setup
 
     clean()
-    relative = [str(path.relative_to(ROOT)) for path in sources()]
+    relative = [str(path.relative_to(ROOT)) for path in sources(PACKAGE)]
     os.chdir(ROOT)  # mypy reads its settings from pyproject.toml here
     with tempfile.TemporaryDirectory() as scratch:
         setup(
@@ -84,7 +76,9 @@ def build() -> None:
             ],
         )
     MANIFEST.write_text(
-        json.dumps({"cache_tag": sys.implementation.cache_tag, "sources": digests()}, indent=1)
+        json.dumps(
+            {"cache_tag": sys.implementation.cache_tag, "sources": digests(PACKAGE)}, indent=1
+        )
         + "\n"
     )
 
@@ -104,7 +98,7 @@ def main() -> int:
     if fresh() and not args.force:
         print("native: worker.domain is compiled and up to date")
         return 0
-    print(f"native: compiling worker.domain with mypyc ({len(sources())} modules) ...")
+    print(f"native: compiling worker.domain with mypyc ({len(sources(PACKAGE))} modules) ...")
     try:
         build()
     except (Exception, SystemExit) as error:  # setuptools reports a compiler error by exit
@@ -117,7 +111,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 0
-    print(f"native: {len(compiled())} compiled modules in {PACKAGE.relative_to(ROOT)}")
+    print(f"native: {len(compiled(PACKAGE))} compiled modules in {PACKAGE.relative_to(ROOT)}")
     return 0
 
 

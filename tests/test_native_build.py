@@ -12,47 +12,45 @@ import sys
 from pathlib import Path
 
 import worker.domain
-from worker.domain import MANIFEST_NAME, stale_compiled
+import worker.native_manifest
+from worker.native_manifest import MANIFEST_NAME, stale_compiled
 
 PACKAGE = Path(worker.domain.__file__).parent
 
 
-def _package(tmp_path: Path, compiled: bool, recorded: dict[str, str] | None) -> Path:
+def _package(tmp_path: Path, compiled: bool, recorded: bool) -> Path:
+    """Two sources, maybe one compiled-looking module, maybe a manifest of the sources as
+    written (hashed here, independently of the code under test)."""
     (tmp_path / "__init__.py").write_text("")
     (tmp_path / "fold.py").write_text("RULE = 1\n")
     (tmp_path / "record.py").write_text("RULE = 2\n")
     if compiled:
         (tmp_path / "fold.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
-    if recorded is not None:
-        (tmp_path / MANIFEST_NAME).write_text(json.dumps({"sources": recorded}))
+    if recorded:
+        digests = {
+            name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+            for name in ("fold.py", "record.py")
+        }
+        (tmp_path / MANIFEST_NAME).write_text(json.dumps({"sources": digests}))
     return tmp_path
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_pure_sources_are_never_stale(tmp_path: Path) -> None:
-    assert stale_compiled(_package(tmp_path, compiled=False, recorded=None)) == []
+    assert stale_compiled(_package(tmp_path, compiled=False, recorded=False)) == []
 
 
 def test_a_build_of_the_current_sources_is_accepted(tmp_path: Path) -> None:
-    package = _package(tmp_path, compiled=True, recorded={})
-    sources = {name: _digest(package / name) for name in ("fold.py", "record.py")}
-    (package / MANIFEST_NAME).write_text(json.dumps({"sources": sources}))
-    assert stale_compiled(package) == []
+    assert stale_compiled(_package(tmp_path, compiled=True, recorded=True)) == []
 
 
 def test_a_source_edited_after_the_build_is_stale(tmp_path: Path) -> None:
-    package = _package(tmp_path, compiled=True, recorded={})
-    sources = {name: _digest(package / name) for name in ("fold.py", "record.py")}
-    (package / MANIFEST_NAME).write_text(json.dumps({"sources": sources}))
+    package = _package(tmp_path, compiled=True, recorded=True)
     (package / "record.py").write_text("RULE = 3\n")
     assert stale_compiled(package) == ["record.py"]
 
 
 def test_compiled_modules_without_a_record_of_their_sources_are_stale(tmp_path: Path) -> None:
-    assert stale_compiled(_package(tmp_path, compiled=True, recorded=None)) == [
+    assert stale_compiled(_package(tmp_path, compiled=True, recorded=False)) == [
         "fold.py",
         "record.py",
     ]
@@ -64,6 +62,8 @@ def test_the_worker_refuses_to_import_a_stale_build(tmp_path: Path) -> None:
     copy = tmp_path / "worker" / "domain"
     copy.mkdir(parents=True)
     (tmp_path / "worker" / "__init__.py").write_text("")
+    manifest_module = Path(worker.native_manifest.__file__)
+    (tmp_path / "worker" / manifest_module.name).write_text(manifest_module.read_text())
     (copy / "__init__.py").write_text((PACKAGE / "__init__.py").read_text())
     (copy / "fold.py").write_text("RULE = 1\n")
     (copy / "fold.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")

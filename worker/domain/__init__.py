@@ -7,29 +7,9 @@ a compiled module in preference to its source, so this file, which stays Python,
 compiled modules built from sources that have changed since.
 """
 
-import hashlib
-import json
 from pathlib import Path
 
-MANIFEST_NAME = "native.json"
-
-
-def stale_compiled(directory: Path) -> list[str]:
-    """Sources in `directory` whose compiled modules were not built from them as they are
-    now (or have no record of what they were built from); empty when nothing is compiled."""
-    if not any(directory.glob("*.so")) and not any(directory.glob("*.pyd")):
-        return []
-    manifest = directory / MANIFEST_NAME
-    built: dict[str, str] = (
-        json.loads(manifest.read_text()).get("sources", {}) if manifest.exists() else {}
-    )
-    return sorted(
-        path.name
-        for path in directory.glob("*.py")
-        if path.name != "__init__.py"
-        and built.get(path.name) != hashlib.sha256(path.read_bytes()).hexdigest()
-    )
-
+from worker.native_manifest import stale_compiled
 
 _stale = stale_compiled(Path(__file__).parent)
 if _stale:
