@@ -6,6 +6,7 @@ import random
 from redis.asyncio import Redis
 
 from tests.reference import reference_records
+from tests.support.events import at, event
 from tests.support.generate import Generator
 from tests.support.pipeline_harness import Harness
 from worker.domain.fold import CustomerState
@@ -59,3 +60,27 @@ async def test_records_stay_exact_when_the_cache_evicts_by_size(
     assert evicted, "the bound never evicted: the test checks nothing"
     for customer, record in reference_records(events).items():
         assert render(customer, await harness.store.state(customer)) == record, customer
+
+
+def _lookups(harness: Harness, outcome: str) -> float:
+    return harness.metrics.cache_lookups.labels(outcome)._value.get()
+
+
+async def test_lookups_are_counted_and_held_states_share_their_field_names(
+    redis: "Redis", scratch_prefix: str
+) -> None:
+    harness = Harness(redis, scratch_prefix)
+    data = {"name": "N", "metadata": {"tier": "gold"}}
+    await harness.deliver([event("customer.create", c, data, time=at(1)) for c in ("ann", "bob")])
+    assert (_lookups(harness, "hit"), _lookups(harness, "miss")) == (0, 2)
+    await harness.deliver([event("customer.update", "ann", {"name": "M"}, time=at(2))])
+    assert (_lookups(harness, "hit"), _lookups(harness, "miss")) == (1, 2)
+    # A name every customer's fields have is one string in the memory of all of them (as
+    # the fold wrote it, and as read from Redis after a miss): cached states stay small.
+    ann, bob = harness.cache.take("ann"), harness.cache.take("bob")
+    assert ann is not None
+    assert bob is not None
+    (read,) = await harness.store.load(["bob"])
+    for name in ("p:name", "m:tier", "@p:name"):
+        held = [next(k for k in state.fields if k == name) for state in (ann, bob, read)]
+        assert held[0] is held[1] is held[2], name

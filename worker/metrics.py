@@ -73,6 +73,13 @@ class Metrics:
             "Estimated memory the record cache holds (bounded by CW_RECORD_CACHE_MIB).",
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "customer_worker_record_cache_lookups",
+            "Customers of a batch looked up in the record cache, by outcome (hit, miss: read "
+            "from Redis or new); a low hit ratio asks for a larger CW_RECORD_CACHE_MIB.",
+            ["outcome"],
+            registry=r,
+        )
         self.identity_conflicts = Counter(
             "customer_worker_identity_conflicts",
             "Claims on a source_id another customer holds (IdentityConflict; see "

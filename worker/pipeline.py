@@ -106,6 +106,7 @@ class _Plan:
     notices: list[tuple[InputRecord, Notice]] = field(default_factory=list)
     claimants: dict[str, list[str]] = field(default_factory=dict)  # by noticed implicit id
     erasures: list[tuple[InputRecord, Notice]] = field(default_factory=list)
+    cache_misses: int = 0  # customers of the batch the record cache did not hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,8 @@ class BatchPipeline:
                 messages += self._announce(item, versions, now, context, joined)
             if trace is not None:
                 trace.produced(len(messages))
+            self._metrics.cache_lookups.labels("miss").inc(plan.cache_misses)
+            self._metrics.cache_lookups.labels("hit").inc(len(plan.work) - plan.cache_misses)
         except BaseException as error:
             if trace is not None:
                 trace.end(error)
@@ -282,6 +285,7 @@ class BatchPipeline:
             state = self._cache.take(customer_id)
             confirmed = self._published.pop(customer_id, 0)
             guess = state is None
+            plan.cache_misses += guess
             state = state or CustomerState(customer_id, {})
             item = plan.work[customer_id] = _Work(customer_id, state, confirmed, guessed=guess)
         return item

@@ -17,9 +17,10 @@ from typing import Final
 from worker.domain.fold import CustomerState
 from worker.domain.record import RenderedRecord
 
-#: Memory of one stored field in a cached state beyond its characters: the dict entry and
-#: two string objects (measured on CPython 3.11 with the benchmark's records: ~200 bytes).
-FIELD_OVERHEAD_BYTES: Final = 200
+#: Memory of one stored field in a cached state beyond its characters: the dict entry, its
+#: value's string object and, for a marker, its name's (other names are shared: see
+#: `fields.held_name`). Measured on CPython 3.11 with the benchmark's records: ~160 bytes.
+FIELD_OVERHEAD_BYTES: Final = 160
 
 
 def footprint(state: CustomerState) -> int:

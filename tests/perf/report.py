@@ -132,6 +132,7 @@ def render(results: Results) -> str:
             f"{live['outputs_matched']:,} updates matched",
             _percentile_line("to the update's timestamp", live["latency_ms_to_output_timestamp"]),
             _percentile_line("to a downstream reader", live["latency_ms_to_reader"]),
+            f"  {'record cache hits':<36}{_cache_line(live.get('record_cache'))}",
         ]
     if naive:
         lines += [
@@ -226,6 +227,13 @@ def _problems(found: dict[str, Any]) -> str:
     return _counts(found.get("counts", {})) or "clean"
 
 
+def _cache_line(cache: Results | None) -> str:
+    """Customers of a batch found in the record cache (the rest read or new)."""
+    if not cache or cache["hit_ratio"] is None:
+        return "-"
+    return f"{cache['hit_ratio']:.1%} of {_n(cache['hits'] + cache['misses'])} lookups"
+
+
 def _worker_lines(worker: Results) -> list[str]:
     redis, memory = worker["redis"], worker["memory"]
     events = worker["events"]
@@ -261,6 +269,7 @@ def _worker_lines(worker: Results) -> list[str]:
             )
             for mark, at in memory["at"].items()
         ),
+        ("record cache hits", _cache_line(worker.get("record_cache"))),
         ("events by outcome", outcomes or "-"),
         ("worker log", f"{_problems(worker['log'])} (exit code {worker.get('exit_code')})"),
     ]

@@ -46,6 +46,7 @@ IDLE_SECONDS = 2.0
 POLL_SECONDS = 0.5
 #: RSS is sampled about this often for the memory curve in the JSON.
 RSS_SAMPLE_SECONDS = 2.0
+_CACHE_LOOKUPS = "customer_worker_record_cache_lookups_total"
 
 
 class WorkerUnderTest:
@@ -168,6 +169,7 @@ async def run_backlog(
             for key, value in metrics.items()
             if key.startswith("customer_worker_events_total:")
         },
+        "record_cache": _cache_lookups(metrics.get),
         "redis": {
             **calls,
             "pipelines": pipelines,
@@ -244,6 +246,7 @@ async def run_live(
         "outputs": len(seen),
         "batches": batches,
         "records_per_batch": round(records / batches, 1) if batches else None,
+        "record_cache": _cache_lookups(grown),
         "redis": {
             **calls,
             "script_commands_per_event": _ratio(calls["script_commands"], workload.records),
@@ -252,6 +255,14 @@ async def run_live(
         "latency_ms_to_reader": percentiles(to_reader, points),
         "cpu_seconds": usage,
     }
+
+
+def _cache_lookups(count: Callable[[str], float | None]) -> dict[str, float | None]:
+    """The record cache's hits and misses (customers per batch) and its hit ratio."""
+    hits = count(f"{_CACHE_LOOKUPS}:hit") or 0
+    misses = count(f"{_CACHE_LOOKUPS}:miss") or 0
+    ratio = round(hits / (hits + misses), 3) if hits + misses else None
+    return {"hits": hits, "misses": misses, "hit_ratio": ratio}
 
 
 def _ratio(part: float | None, whole: int) -> float | None:

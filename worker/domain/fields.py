@@ -6,6 +6,8 @@ with "@" (stamps), "~" (internal state) or "#" (dedup markers), and the bookkeep
 are never rendered.
 """
 
+from sys import intern
+
 # Bookkeeping (never rendered), written by the fold.
 VERSION = "v"  # the visible version: bumped by every visible change
 WRITE_TOKEN = "w"  # noqa: S105 - a field name; a new random token with every write
@@ -94,3 +96,10 @@ def is_visible(name: str) -> bool:
 def visible_fields(stored: dict[str, str]) -> dict[str, str]:
     """The fields of a stored state that are part of the record."""
     return {name: value for name, value in stored.items() if is_visible(name)}
+
+
+def held_name(name: str) -> str:
+    """A field's name as a state held between batches keeps it: one string shared by every
+    state, since most names recur in every customer's fields (a marker's is its event's
+    alone and stays its own). Interned strings are freed with their last holder."""
+    return name if name[0] == MARKER else intern(name)

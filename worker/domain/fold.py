@@ -298,6 +298,8 @@ class _Fold:
         self.journal.append((name, old))
         if value is None:
             del fields[name]
+        elif old is None:  # a new key of a state that may be cached
+            fields[f.held_name(name)] = value
         else:
             fields[name] = value
         if name not in self.before:

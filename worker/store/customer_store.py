@@ -161,7 +161,8 @@ class CustomerStore:
         for customer_id, record in stored:
             while fields.VERSION in record and fields.WRITE_TOKEN not in record:
                 record = await self._migrate(customer_id, record)
-            states.append(CustomerState(customer_id, record))
+            held = {fields.held_name(name): value for name, value in record.items()}
+            states.append(CustomerState(customer_id, held))
         return states
 
     async def _migrate(self, customer_id: str, record: dict[str, str]) -> dict[str, str]:
