@@ -37,6 +37,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from pydantic import AliasChoices, BaseModel
 
+from worker.metrics import Metrics
 from worker.settings import Settings, Topics
 from worker.tracing import DOCUMENTED_ENV, configured_exporter
 
@@ -75,19 +76,12 @@ SECRET_ENV = {
 }
 CONNECTION_ALIASES = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
 
-# Metrics the worker exports (worker metrics module), by Prometheus type.
-COUNTERS = frozenset(
-    {"customer_worker_events_total", "customer_worker_dlq_total", "customer_worker_retries_total"}
-)
-GAUGES = frozenset({"customer_worker_consumer_lag", "customer_worker_ready"})
-HISTOGRAMS = frozenset(
-    {
-        "customer_worker_batch_size",
-        "customer_worker_batch_seconds",
-        "customer_worker_redis_seconds",
-        "customer_worker_publish_seconds",
-    }
-)
+# Metrics the worker exports, by Prometheus type: read from its registry, so that a new
+# metric without a panel fails `test_dashboard_only_uses_exported_metrics`.
+_FAMILIES = [(family.name, family.type) for family in Metrics().registry.collect()]
+COUNTERS = frozenset(name + "_total" for name, kind in _FAMILIES if kind == "counter")
+GAUGES = frozenset(name for name, kind in _FAMILIES if kind == "gauge")
+HISTOGRAMS = frozenset(name for name, kind in _FAMILIES if kind == "histogram")
 METRIC_SERIES = (
     COUNTERS | GAUGES | {h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
