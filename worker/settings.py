@@ -214,7 +214,8 @@ class Settings(BaseSettings):
         description=(
             "Estimated memory (MiB) the record cache may hold: records grow with their "
             "customers' history, so the cache evicts by size as well as by count. The "
-            "worker's RSS is about 300 MiB plus this (measured with the default 192: 491 MiB)."
+            "worker's RSS is about 300 MiB plus this (measured with the default 192: "
+            "485 MiB at 1M events)."
         ),
     )
     dedup_max_markers: int = Field(
