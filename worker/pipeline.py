@@ -84,11 +84,14 @@ class _Work:
     sources: list[tuple[InputRecord, "AnyInputEvent | Notice"]] = field(default_factory=list)
     folded: Folded | None = None
     guessed: bool = False  # `state` is the guess "no record", not read yet
+    erasing: bool = False  # an erase is among the steps (the fold needs the replay log)
 
     def add(self, step: Step, source: tuple[InputRecord, "AnyInputEvent | Notice"]) -> None:
         """One more step of the batch, with the input it comes from."""
         self.steps.append(step)
         self.sources.append(source)
+        if step.erases:
+            self.erasing = True
 
 
 _Dead = tuple[InputRecord, Rejection]
@@ -231,17 +234,24 @@ class BatchPipeline:
     def _count(self, outcomes: list[_Work]) -> None:
         """Events by topic, type and outcome."""
         counts: Counter[tuple[str, str, str]] = Counter()
-        debug = log.isEnabledFor(logging.DEBUG)
         for item in outcomes:
             assert item.folded is not None
             for (record, event), letter in zip(item.sources, item.folded.letters, strict=True):
-                outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
-                if outcome_name is not None:
-                    counts[record.topic, event.type, outcome_name] += 1
-                    if debug:
-                        log.debug("event %s", outcome_name, extra=_event_fields(record, event))
-        for labels, count in counts.items():
+                counts[record.topic, event.type, letter] += 1
+        debug = log.isEnabledFor(logging.DEBUG)
+        totals: Counter[tuple[str, str, str]] = Counter()
+        for (topic, event_type, letter), count in counts.items():
+            outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
+            if outcome_name is not None:
+                totals[topic, event_type, outcome_name] += count
+        for labels, count in totals.items():
             self._metrics.events.labels(*labels).inc(count)
+        if debug:
+            for item in outcomes:
+                assert item.folded is not None
+                for source, letter in zip(item.sources, item.folded.letters, strict=True):
+                    if letter in OUTCOMES:
+                        log.debug("event %s", OUTCOMES[letter], extra=_event_fields(*source))
 
     def _plan(self, records: Sequence[InputRecord]) -> _Plan:
         """Decode and group by customer. A referral's referrer side is not applied here: it
@@ -437,7 +447,8 @@ class BatchPipeline:
                 continue
             state = item.state
             for step, source in zip(item.steps, item.sources, strict=True):
-                single = _Work(item.customer_id, state, item.confirmed, [step], [source])
+                single = _Work(item.customer_id, state, item.confirmed)
+                single.add(step, source)
                 alone, still = await self._write([single], trace)
                 state = single.state
                 done += alone
@@ -562,7 +573,7 @@ class BatchPipeline:
 
     async def _logs(self, work: list[_Work]) -> dict[str, list[tuple[int, bytes]]]:
         """The replay logs of the customers with an erase among their steps."""
-        erasing = [item.customer_id for item in work if any(step.erases for step in item.steps)]
+        erasing = [item.customer_id for item in work if item.erasing]
         if not erasing:
             return {}
         logs = await self._retrier.run("redis", lambda: self._store.logs(erasing))
@@ -645,6 +656,8 @@ class BatchPipeline:
     def _refused(self, item: _Work) -> list[_Dead]:
         """Steps the fold refused (record caps, exact range): dead-lettered, not applied."""
         assert item.folded is not None
+        if self._refusals.keys().isdisjoint(item.folded.letters):
+            return []
         return [
             (record, self._refusals[letter])
             for (record, _), letter in zip(item.sources, item.folded.letters, strict=True)
@@ -739,8 +752,9 @@ def _event_fields(record: InputRecord, event: "AnyInputEvent | Notice") -> dict[
 
 
 def _next_offsets(records: Sequence[InputRecord]) -> dict[TopicPartition, int]:
-    offsets: dict[TopicPartition, int] = {}
+    last: dict[tuple[str, int], int] = {}
     for record in records:
-        partition = TopicPartition(record.topic, record.partition)
-        offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
-    return offsets
+        partition, offset = (record.topic, record.partition), record.offset
+        if offset >= last.get(partition, -1):
+            last[partition] = offset
+    return {TopicPartition(*partition): offset + 1 for partition, offset in last.items()}

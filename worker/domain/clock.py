@@ -27,14 +27,19 @@ def _date(day: int) -> str:
     return (_NAIVE_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
 
 
+#: Zero-padded numbers, to assemble a time of day without formatting one.
+_TWO = tuple(f"{n:02d}" for n in range(60))
+_THREE = tuple(f".{n:03d}Z" for n in range(1000))
+
+
 def format_micros(micros: int) -> str:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ`, milliseconds truncated. (Every record renders its times
-    again: the date is cached, the time of day computed in integers.)"""
+    again: the date is cached, the time of day computed in integers and looked up.)"""
     day, rest = divmod(micros, _DAY)
     seconds, millis = divmod(rest // 1000, 1000)
     minutes, second = divmod(seconds, 60)
     hour, minute = divmod(minutes, 60)
-    return f"{_date(day)}{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    return _date(day) + _TWO[hour] + ":" + _TWO[minute] + ":" + _TWO[second] + _THREE[millis]
 
 
 def format_time(value: datetime) -> str:

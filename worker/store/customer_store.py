@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from itertools import chain
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
@@ -30,10 +30,10 @@ COMMIT_SCRIPT = files("worker.store").joinpath("commit.lua").read_text(encoding=
 COMMITS_PER_CALL = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Written:
+class Written(NamedTuple):
     """The commit was written: the replay log gained `added` entries, lost `removed`, holds
-    `kept` after its count bound (-1: not asked), which evicted up to time `trimmed`."""
+    `kept` after its count bound (-1: not asked), which evicted up to time `trimmed`. (A
+    named tuple: one per customer per batch, built faster than a frozen dataclass.)"""
 
     added: int
     removed: int
@@ -55,7 +55,8 @@ def _pairs(flat: Sequence[Any]) -> dict[str, Any]:
 
 def _result(reply: Sequence[Any]) -> "Written | Stale":
     if reply[0] == 1:
-        return Written(*(int(n) for n in reply[1:5]))
+        # Lua's integers arrive as ints; `trimmed` is a sorted-set score, sent as a string.
+        return Written(reply[1], reply[2], reply[3], int(reply[4]))
     return Stale(_pairs(reply[1]))
 
 
