@@ -233,12 +233,14 @@ class BatchPipeline:
 
     def _count(self, outcomes: list[_Work]) -> None:
         """Events by topic, type and outcome."""
-        counts: Counter[tuple[str, str, str]] = Counter()
+        counts: Counter[tuple[str, str, str]] = Counter()  # by letter: named once per batch
+        debug = log.isEnabledFor(logging.DEBUG)
         for item in outcomes:
             assert item.folded is not None
             for (record, event), letter in zip(item.sources, item.folded.letters, strict=True):
                 counts[record.topic, event.type, letter] += 1
-        debug = log.isEnabledFor(logging.DEBUG)
+                if debug and letter in OUTCOMES:
+                    log.debug("event %s", OUTCOMES[letter], extra=_event_fields(record, event))
         totals: Counter[tuple[str, str, str]] = Counter()
         for (topic, event_type, letter), count in counts.items():
             outcome_name = OUTCOMES.get(letter)  # refused ones are counted as dead letters
@@ -246,12 +248,6 @@ class BatchPipeline:
                 totals[topic, event_type, outcome_name] += count
         for labels, count in totals.items():
             self._metrics.events.labels(*labels).inc(count)
-        if debug:
-            for item in outcomes:
-                assert item.folded is not None
-                for source, letter in zip(item.sources, item.folded.letters, strict=True):
-                    if letter in OUTCOMES:
-                        log.debug("event %s", OUTCOMES[letter], extra=_event_fields(*source))
 
     def _plan(self, records: Sequence[InputRecord]) -> _Plan:
         """Decode and group by customer. A referral's referrer side is not applied here: it
